@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up .venv (pinned versions) and run the main job
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+.PHONY: setup run test bench
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) -m bench.quantizers --quick
+
+test: setup
+	$(PY) -m pytest -n 2 -q tests
+
+bench: setup
+	$(PY) -m bench.quantizers
