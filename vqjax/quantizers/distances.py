@@ -1,7 +1,7 @@
 """Nearest-code search that never materializes [N, K, D] and bounds [N, K] by chunking over K.
 
 Scores are computed in float32 as 2 z.e - |e|^2 (euclidean; the |z|^2 term does not change the argmin)
-or z.e (cosine, on l2-normalized inputs), one matmul per chunk of `chunk_size` codes; a running
+or z.e (cosine; inputs are l2-normalized here), one matmul per chunk of `chunk_size` codes; a running
 (best score, best index) pair is carried across chunks by `lax.scan`.
 """
 
@@ -52,6 +52,8 @@ def nearest_code(
     """
     z = jax.lax.stop_gradient(z).astype(jnp.float32)
     codebook = jax.lax.stop_gradient(codebook).astype(jnp.float32)
+    if cosine:  # idempotent for inputs that are normalized already
+        z, codebook = l2_normalize(z), l2_normalize(codebook)
     num_codes = codebook.shape[0]
     chunk = chunk_size or DEFAULT_CHUNK_SIZE
 
