@@ -42,15 +42,24 @@ class QuantizerModule(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, train: bool = False) -> tuple[jax.Array, QuantizerOutput]:
         q = self.built()
+        # params and state must come from one `q.init` call (e.g. a codebook and its EMA copy).
+        # Flax also calls the param initializer abstractly (eval_shape) to validate shapes on
+        # apply, so only the real init at `model.init` time is cached for the state initializer.
         init_cache: dict = {}
 
-        def initial():
+        def init_params(rng):
+            variables = q.init(rng, z)
+            if self.is_initializing():
+                init_cache.update(variables)
+            return variables["params"]
+
+        def init_state():
             if not init_cache:
                 init_cache.update(q.init(self.make_rng("params"), z))
-            return init_cache
+            return init_cache["state"]
 
-        params = self.param("quantizer", lambda _: initial()["params"])
-        state = self.variable(QUANTIZER_STATE, "quantizer", lambda: initial()["state"])
+        params = self.param("quantizer", init_params)
+        state = self.variable(QUANTIZER_STATE, "quantizer", init_state)
         rng = self.make_rng(RNG_STREAM) if self.has_rng(RNG_STREAM) else None
         if rng is None and self.is_initializing() and self.has_rng("params"):
             rng = self.make_rng("params")
