@@ -1,0 +1,104 @@
+"""Pieces shared by every trainer config: argument parsing and the common fields.
+
+`get_config(arg)` takes a comma-separated list of variants, e.g. "S,dataset=imagenet2012,res=256":
+a bare word picks a model size, `key=value` pairs set options. Every config is locked, so a
+mistyped `--config.optimizer.lrr=1` is an error naming the field instead of a silent no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, sizes: tuple[str, ...], **defaults) -> ml_collections.ConfigDict:
+    """"S,res=256" -> {size: "S", res: 256, ...defaults}; values are cast to the default's type."""
+    out = dict(defaults)
+    out.setdefault("size", sizes[0])
+    for part in filter(None, (arg or "").split(",")):
+        if "=" not in part:
+            if part not in sizes:
+                raise ValueError(f"unknown config variant {part!r}; sizes: {', '.join(sizes)}")
+            out["size"] = part
+            continue
+        key, value = part.split("=", 1)
+        if key not in out:
+            raise ValueError(f"unknown config argument {key!r}; known: {', '.join(sorted(out))}")
+        default = out[key]
+        if isinstance(default, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif default is not None and not isinstance(default, str):
+            out[key] = type(default)(value)
+        else:
+            out[key] = value
+    return ml_collections.ConfigDict(out)
+
+
+def quantizer_config(name: str, **per_quantizer) -> ml_collections.ConfigDict:
+    """`quantizer.name` picks one of the option blocks below it, so switching quantizers is one
+    override (`--config.quantizer.name=fsq`) and every quantizer's options stay overridable."""
+    blocks = {
+        "vq": dict(codebook_size=1024, commitment_weight=0.25, decay=0.99, kmeans_init=False,
+                   threshold_ema_dead_code=0.0, rotation_trick=False, use_cosine_sim=False,
+                   codebook_dim=0),
+        "fsq": dict(levels=(8, 5, 5, 5)),
+        "lfq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
+        "bsq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
+        "simvq": dict(codebook_size=1024, commitment_weight=0.25, rotation_trick=False),
+        "rvq": dict(num_quantizers=4, codebook_size=1024, shared_codebook=False,
+                    quantize_dropout=False),
+    }
+    for key, values in per_quantizer.items():
+        blocks[key].update(values)
+    return ml_collections.ConfigDict({"name": name, **blocks})
+
+
+def quantizer_options(config: ml_collections.ConfigDict) -> tuple[str, dict]:
+    """(name, options) for `quantizers.build` from a `quantizer_config` block."""
+    name = config.name
+    if name not in config:
+        raise ValueError(f"config.quantizer.name={name!r} has no option block config.quantizer.{name}")
+    options = dict(config[name].to_dict())
+    if options.get("codebook_dim") == 0:  # 0 = no factorized lookup (ConfigDict fields need a type)
+        options.pop("codebook_dim")
+    return name, {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+def loss_config(preset: str, **overrides) -> ml_collections.ConfigDict:
+    """The fields of `vqjax.losses.total.LossConfig`, from one of its presets."""
+    from vqjax.losses.total import loss_config as preset_config
+
+    fields = dataclasses.asdict(preset_config(preset, **overrides))
+    return ml_collections.ConfigDict({"preset": preset, **fields})
+
+
+def discriminator_config(**overrides) -> ml_collections.ConfigDict:
+    """StyleGAN (default, as ViT-VQGAN and MaskGIT) or PatchGAN (taming) discriminator."""
+    fields = dict(name="stylegan", filters=128, channel_multipliers=(2, 4, 4, 4, 4),
+                  num_layers=3, lr=1e-4, b1=0.0, b2=0.99)
+    fields.update(overrides)
+    return ml_collections.ConfigDict(fields)
+
+
+def common(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fields named alike in every trainer config."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.batch_size = 256  # global, over all processes and devices
+    c.total_steps = 500_000
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 5_000
+    c.keep_checkpoints = 3
+    c.eval_every_steps = 10_000
+    c.eval_examples = 1_000
+    c.image_every_steps = 5_000
+    c.grad_accum_steps = 1
+    c.compute_dtype = "bfloat16"
+    c.nonfinite = "skip"  # "skip": drop the update and count it; "error": stop with a clear error
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
+    c.dataset = ml_collections.ConfigDict(dict(
+        name="imagenet2012", data_dir="", train_split="train", eval_split="validation",
+        image_size=arg.res, crop="random_resized", min_crop_scale=0.8, flip=True, num_workers=0,
+    ))
+    return c

@@ -1,0 +1,56 @@
+r"""ViT-VQGAN tokenizer (Yu et al. 2021): ViT encoder/decoder, factorized l2-normalized codes.
+
+    python -m launch.train --config=configs/vitvqgan.py:tiny --workdir=/tmp/vitvqgan_tiny
+    python -m launch.train --config=configs/vitvqgan.py:B,dataset=imagenet2012,res=256 \
+        --workdir=gs://bucket/vitvqgan_b --config.quantizer.name=fsq
+
+Variants: a size (tiny, S, B, L), `dataset=NAME` (any tfds name; tiny defaults to the built-in
+photographs), `res=PIXELS`. Paper defaults: 8x8 patches, 8192 codes of 32-d (l2-normalized),
+L2 1.0, perceptual 0.1, adversarial 0.1 (StyleGAN discriminator), Adam lr 1e-4 (b1 0.9, b2 0.99).
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, ("tiny", "S", "B", "L"), res=0, dataset="")
+    tiny = arg.size == "tiny"
+    arg.res = arg.res or (32 if tiny else 256)
+    c = common.common(arg)
+    c.trainer = "tokenizer"
+    c.dataset.name = arg.dataset or ("vqjax_photos" if tiny else "imagenet2012")
+
+    c.model = ml_collections.ConfigDict(dict(
+        name="vit_vqgan", size=arg.size, patch_size=4 if tiny else 8, posemb="learned",
+        mlp_type="mlp", dropout=0.0, latent_dim=0,  # 0: derived from the quantizer
+    ))
+    c.quantizer = common.quantizer_config(
+        "vq", vq=dict(codebook_size=512 if tiny else 8192, codebook_dim=8 if tiny else 32,
+                      use_cosine_sim=True))
+    c.loss = common.loss_config("vit_vqgan", disc_start_step=20_000)
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", lr=1e-4, b1=0.9, b2=0.99, weight_decay=1e-4, warmup_steps=5_000,
+        schedule="cosine", grad_clip_norm=1.0,
+    ))
+    c.discriminator = common.discriminator_config(lr=1e-4, b1=0.9, b2=0.99)
+    c.ema_decay = 0.999
+    if tiny:
+        c.batch_size = 16
+        c.total_steps = 200
+        c.log_every_steps = 10
+        c.checkpoint_every_steps = 100
+        c.eval_every_steps = 100
+        c.eval_examples = 32
+        c.image_every_steps = 100
+        c.compute_dtype = "float32"
+        c.optimizer.lr = 1e-3
+        c.optimizer.warmup_steps = 20
+        c.loss.perceptual_weight = 0.0  # VGG16 dominates a tiny CPU step; opt in with 0.1
+        c.loss.disc_start_step = 100
+        c.discriminator.filters = 16
+        c.discriminator.channel_multipliers = (1, 2, 2)
+        c.dataset.min_crop_scale = 0.5
+    c.lock()
+    return c

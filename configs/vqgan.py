@@ -1,0 +1,53 @@
+r"""The conv VQGAN tokenizer of MaskGIT (Chang et al. 2022).
+
+    python -m launch.train --config=configs/vqgan.py:tiny --workdir=/tmp/vqgan_tiny
+    python -m launch.train --config=configs/vqgan.py:maskgit,dataset=imagenet2012,res=256 \
+        --workdir=gs://bucket/vqgan
+
+Variants: a size (tiny, maskgit), `dataset=NAME`, `res=PIXELS`. MaskGIT defaults: channel multipliers
+(1, 1, 2, 2, 4) (f16), 2 residual blocks per level, 128 filters, no attention, 1024 codes of 256-d,
+commitment 0.25; perceptual 0.1, adversarial 0.1 non-saturating, R1 cost 10 (gamma 20 in our
+gamma/2 convention), StyleGAN discriminator; Adam lr 1e-4 with betas (0, 0.99), batch 256.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, ("tiny", "maskgit"), res=0, dataset="")
+    tiny = arg.size == "tiny"
+    arg.res = arg.res or (32 if tiny else 256)
+    c = common.common(arg)
+    c.trainer = "tokenizer"
+    c.dataset.name = arg.dataset or ("vqjax_photos" if tiny else "imagenet2012")
+
+    c.model = ml_collections.ConfigDict(dict(name="vqgan", size=arg.size, embedding_dim=0))
+    c.quantizer = common.quantizer_config(
+        "vq", vq=dict(codebook_size=128 if tiny else 1024), lfq=dict(dim=10))
+    c.loss = common.loss_config("maskgit", disc_start_step=10_000)
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", lr=1e-4, b1=0.0, b2=0.99, weight_decay=0.0, warmup_steps=0,
+        schedule="constant", grad_clip_norm=0.0,
+    ))
+    c.discriminator = common.discriminator_config(lr=1e-4, b1=0.0, b2=0.99)
+    c.ema_decay = 0.999
+    if tiny:
+        c.batch_size = 16
+        c.total_steps = 200
+        c.log_every_steps = 10
+        c.checkpoint_every_steps = 100
+        c.eval_every_steps = 100
+        c.eval_examples = 32
+        c.image_every_steps = 100
+        c.compute_dtype = "float32"
+        c.optimizer.lr = 1e-3
+        c.loss.perceptual_weight = 0.0
+        c.loss.r1_gamma = 0.0
+        c.loss.disc_start_step = 100
+        c.discriminator.filters = 16
+        c.discriminator.channel_multipliers = (1, 2, 2)
+        c.dataset.min_crop_scale = 0.5
+    c.lock()
+    return c

@@ -1,0 +1,61 @@
+r"""Train a model: `python -m launch.train --config=configs/vitvqgan.py:tiny --workdir=/tmp/run`.
+
+Rerunning the same command resumes from the latest complete checkpoint in `--workdir`.
+Any config field can be overridden: `--config.optimizer.lr=3e-4 --config.quantizer.name=fsq`.
+
+Multi-host: on Cloud TPU pods and Slurm clusters `jax.distributed.initialize()` finds its peers
+itself (run the same command on every host: see launch/tpu_pod.sh and launch/slurm.sbatch). Elsewhere
+pass `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py:ARG).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and images go.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+CLUSTER_ENV = ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
+               "JAX_COORDINATOR_ADDRESS")
+
+
+def initialize_distributed() -> None:
+    """Start JAX's multi-process runtime when launched as several processes."""
+    import jax
+
+    if _COORDINATOR.value or _NUM_PROCESSES.value:
+        if None in (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
+            raise app.UsageError("--coordinator_address, --num_processes and --process_id go "
+                                 "together")
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    elif os.environ.get("SLURM_NTASKS", "1") != "1" or any(
+            k in os.environ for k in CLUSTER_ENV if k != "SLURM_NTASKS"):
+        jax.distributed.initialize()  # cluster auto-detection (TPU pod, Slurm, Open MPI)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    initialize_distributed()
+    import jax
+
+    from vqjax.train import run
+
+    logging.info("process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count(),
+                 jax.devices()[0].device_kind)
+    run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

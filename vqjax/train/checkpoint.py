@@ -1,0 +1,90 @@
+"""Checkpoints: an Orbax `CheckpointManager` in `<workdir>/checkpoints`.
+
+Each checkpoint holds three items: `state` (the whole train state pytree: params, optimizer states,
+EMA params, quantizer state, step), `data` (the input iterator's position, JSON) and `config`
+(the run's config, JSON). Orbax writes each step into a temporary directory and renames it when
+complete, so a run killed at any moment leaves only whole checkpoints behind; saves are async, so
+the train loop continues while the previous one is written.
+
+Restoring takes an abstract state whose leaves carry the target shardings: a checkpoint written on
+8 devices restores onto 1 (or any other mesh).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+ITEMS = ("state", "data", "config")
+
+
+class Checkpointer:
+    def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
+                 async_save: bool = True, read_only: bool = False):
+        self.directory = epath.Path(workdir) / "checkpoints"
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=async_save,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, data_state: dict | None, config: dict,
+             force: bool = False) -> bool:
+        return self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(data_state or {}),
+                config=ocp.args.JsonSave(config),
+            ),
+            force=force,
+        )
+
+    def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, dict, dict]:
+        """(state, data_state, config) of `step` (default: the latest complete checkpoint).
+        `abstract_state`: a pytree of jax.ShapeDtypeStruct with the target `.sharding`s."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+                config=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored["state"], dict(restored["data"] or {}), dict(restored["config"] or {})
+
+    def restore_config(self, step: int | None = None) -> dict:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return dict(restored["config"])
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs of `tree` (arrays or abstract values) with the given shardings."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )

@@ -1,0 +1,109 @@
+"""Where training numbers and pictures go: TensorBoard events, `<workdir>/metrics.jsonl`, PNG grids,
+and a progress bar on the console. Only process 0 writes; other processes get a no-op writer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+try:  # TensorBoard event files without TensorFlow.
+    from tensorboardX import SummaryWriter
+except ImportError:  # pragma: no cover - tensorboardX is in requirements.txt
+    SummaryWriter = None
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
+    """[N, H, W, C] float images in [-1, 1] -> one uint8 [rows*(H+pad), cols*(W+pad), C] grid."""
+    images = np.asarray(images, np.float32)
+    n, h, w, c = images.shape
+    columns = columns or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / columns))
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
+    pixels = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[y:y + h, x:x + w] = pixels[i]
+    return grid
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(tmp)
+    os.replace(tmp, path)  # never leave a half-written image behind
+
+
+class MetricWriter:
+    """Scalars to TensorBoard + metrics.jsonl; images to PNG (+ TensorBoard)."""
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+        self.workdir = Path(workdir)
+        self.enabled = enabled
+        self._tb = None
+        if enabled:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+            self._jsonl = open(self.workdir / "metrics.jsonl", "a")
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: float(v) for k, v in scalars.items()}
+        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for key, value in clean.items():
+                self._tb.add_scalar(key, value, int(step))
+            self._tb.flush()
+
+    def write_images(self, step: int, name: str, grid: np.ndarray) -> Path | None:
+        if not self.enabled:
+            return None
+        path = self.workdir / "images" / f"{name}_{int(step):08d}.png"
+        save_png(path, grid)
+        if self._tb is not None:
+            self._tb.add_image(name, grid, int(step), dataformats="HWC")
+        return path
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            if self._tb is not None:
+                self._tb.close()
+
+
+class Progress:
+    """A one-line console progress report: step, images/s and ETA (process 0 only)."""
+
+    def __init__(self, total_steps: int, start_step: int, enabled: bool = True):
+        self.total = total_steps
+        self.enabled = enabled
+        self.start_step = start_step
+        self.start_time = time.perf_counter()
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, **postfix) -> None:
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                   for k, v in postfix.items()}, refresh=False)
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

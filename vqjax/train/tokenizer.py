@@ -1,0 +1,460 @@
+"""The tokenizer trainer (ViT-VQGAN, conv VQGAN): generator + discriminator, one jitted step.
+
+    python -m launch.train --config=configs/vitvqgan.py:tiny --workdir=/tmp/run
+
+The whole step is one pure function `(state, batch) -> (state, metrics)` compiled with `jax.jit`
+over a ("data", "fsdp") mesh: the batch is split over every device, parameters and optimizer states
+are replicated or fsdp-sharded by `mesh.state_shardings`, and the state is donated. Randomness is
+`fold_in(seed, step)`, the input pipeline is a function of (seed, step), and the checkpoint holds
+everything else, so a killed run resumes bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import signal
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from configs.common import quantizer_options
+from vqjax import data as data_lib
+from vqjax.losses import adversarial, perceptual, reconstruction
+from vqjax.losses.total import LossConfig, discriminator_loss, generator_loss
+from vqjax.models import discriminator as disc_lib
+from vqjax.models import vit_vqgan, vqgan
+from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
+from vqjax.train import checkpoint as ckpt_lib
+from vqjax.train import mesh as mesh_lib
+from vqjax.train import metrics_writer
+from vqjax.train import perf
+
+log = logging.getLogger("vqjax.train")
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class NonFiniteError(FloatingPointError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Config -> objects
+# ------------------------------------------------------------------------------------------------
+def compute_dtype(config) -> Any:
+    if config.compute_dtype not in DTYPES:
+        raise ValueError(f"config.compute_dtype={config.compute_dtype!r}; choose one of "
+                         f"{', '.join(DTYPES)}")
+    return DTYPES[config.compute_dtype]
+
+
+def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
+    """The tokenizer named by config.model.name, with the quantizer of config.quantizer."""
+    name, options = quantizer_options(config.quantizer)
+    m = config.model
+    common = dict(quantizer=name, quantizer_options=tuple(sorted(options.items())),
+                  dtype=compute_dtype(config))
+    if m.name == "vit_vqgan":
+        return vit_vqgan.create(
+            m.size, patch_size=m.patch_size, posemb=m.posemb, feed_forward=m.mlp_type,
+            dropout_rate=m.dropout, latent_dim=m.latent_dim or None,
+            logit_laplace=config.loss.logit_laplace_weight > 0, **common)
+    if m.name == "vqgan":
+        return vqgan.create(m.size, embedding_dim=m.embedding_dim or None, **common)
+    raise ValueError(f"config.model.name={m.name!r}; choose one of vit_vqgan, vqgan")
+
+
+def build_discriminator(config) -> nn.Module:
+    d = config.discriminator
+    dtype = compute_dtype(config)
+    if d.name == "stylegan":
+        return disc_lib.StyleGANDiscriminator(
+            filters=d.filters, channel_multipliers=tuple(d.channel_multipliers), dtype=dtype)
+    if d.name == "patchgan":
+        return disc_lib.PatchGANDiscriminator(filters=d.filters, num_layers=d.num_layers,
+                                              norm="group", dtype=dtype)
+    raise ValueError(f"config.discriminator.name={d.name!r}; choose one of stylegan, patchgan")
+
+
+def loss_config(config) -> LossConfig:
+    fields = {k: v for k, v in config.loss.to_dict().items() if k not in ("preset",)}
+    return LossConfig(**fields)
+
+
+def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    if opt.schedule == "constant":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, opt.lr, max(opt.warmup_steps, 1)),
+             optax.constant_schedule(opt.lr)], [opt.warmup_steps])
+    if opt.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, opt.lr, max(opt.warmup_steps, 1), max(total_steps, opt.warmup_steps + 1),
+            end_value=opt.lr * 0.01)
+    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; choose constant or cosine")
+
+
+def build_optimizer(opt, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    schedule = learning_rate_schedule(opt, total_steps)
+    if opt.name == "adam":
+        tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    elif opt.name == "lion":
+        tx = optax.lion(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    else:
+        raise ValueError(f"config.optimizer.name={opt.name!r}; choose adam or lion")
+    if opt.grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+    return tx, schedule
+
+
+# ------------------------------------------------------------------------------------------------
+# Train state
+# ------------------------------------------------------------------------------------------------
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 []
+    params: Any
+    quantizer_state: Any
+    opt_state: Any
+    ema_params: Any
+    disc_params: Any
+    disc_opt_state: Any
+    lecam_state: Any
+    skipped_steps: jax.Array  # int32 []: updates dropped because of NaN/Inf
+
+
+def _select(keep, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class TokenizerTrainer:
+    """Everything static about a run (model, losses, optimizers, mesh); methods are the pieces of
+    the step and the loop. `train_and_evaluate(config, workdir)` drives it."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh):
+        self.config = config
+        self.mesh = mesh
+        self.model = build_tokenizer(config)
+        self.disc = build_discriminator(config)
+        self.loss_cfg = loss_config(config)
+        if self.loss_cfg.adaptive_weight:
+            raise ValueError("config.loss.adaptive_weight=True is not supported by the tokenizer "
+                             "trainer (vqjax.losses.adversarial.adaptive_weight is available for "
+                             "custom loops); use a fixed config.loss.adversarial_weight")
+        self.tx, self.schedule = build_optimizer(config.optimizer, config.total_steps)
+        d = config.discriminator
+        self.disc_tx = optax.adam(d.lr, b1=d.b1, b2=d.b2)
+        if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
+            raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must divide "
+                             f"config.batch_size={config.batch_size}")
+        self.lpips_params = None
+        if self.loss_cfg.perceptual_weight > 0:
+            _, self.lpips_params = perceptual.load_lpips("vgg16")
+        self.image_shape = (config.dataset.image_size, config.dataset.image_size, 3)
+
+    # -- init ------------------------------------------------------------------------------------
+    def init_state(self, rng) -> TrainState:
+        gen_rng, disc_rng = jax.random.split(rng)
+        dummy = jnp.zeros((2, *self.image_shape), jnp.float32)
+        variables = self.model.init({"params": gen_rng, RNG_STREAM: gen_rng}, dummy)
+        params = variables["params"]
+        disc_params = self.disc.init(disc_rng, dummy)["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            quantizer_state=variables.get(QUANTIZER_STATE, {}),
+            opt_state=self.tx.init(params),
+            ema_params=params,
+            disc_params=disc_params,
+            disc_opt_state=self.disc_tx.init(disc_params),
+            lecam_state=adversarial.lecam_init(),
+            skipped_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def state_shardings(self):
+        abstract = jax.eval_shape(self.init_state, jax.random.key(0))
+        rules = [(r"lpips", jax.sharding.PartitionSpec())]
+        return abstract, mesh_lib.state_shardings(self.mesh, abstract, rules,
+                                                  self.config.mesh.fsdp_min_size)
+
+    # -- losses ----------------------------------------------------------------------------------
+    def generator_terms(self, params, quantizer_state, disc_params, images, rng, step):
+        """(loss, (metrics, new quantizer state, reconstructions))."""
+        q_rng, dropout_rng = jax.random.split(rng)
+        variables = {"params": params, QUANTIZER_STATE: quantizer_state}
+        (outputs, aux), mutated = self.model.apply(
+            variables, images, train=True, rngs={RNG_STREAM: q_rng, "dropout": dropout_rng},
+            mutable=[QUANTIZER_STATE])
+        laplace = None
+        if self.loss_cfg.logit_laplace_weight > 0:
+            laplace = outputs
+            recon = reconstruction.logit_laplace_to_pixels(outputs, self.loss_cfg.logit_laplace_eps)
+        else:
+            recon = outputs
+        fake_logits = None
+        if self.loss_cfg.adversarial_weight > 0:
+            fake_logits = self.disc.apply({"params": disc_params}, recon)
+        perceptual_fn = None
+        if self.lpips_params is not None:
+            perceptual_fn = functools.partial(perceptual.lpips_distance, self.lpips_params)
+        loss, metrics = generator_loss(
+            self.loss_cfg, images=images, reconstructions=recon, quantizer_loss=aux.loss,
+            fake_logits=fake_logits, perceptual_fn=perceptual_fn, logit_laplace_predictions=laplace,
+            step=step)
+        metrics = {f"loss/{k}": v for k, v in metrics.items()}
+        metrics.update({f"quantizer/{k}": v for k, v in aux.metrics.items()})
+        return loss, (metrics, mutated[QUANTIZER_STATE], recon)
+
+    def discriminator_terms(self, disc_params, images, recon, lecam_state, step):
+        fn = lambda x: self.disc.apply({"params": disc_params}, x)  # noqa: E731
+        loss, metrics, lecam_state = discriminator_loss(
+            self.loss_cfg, discriminator_fn=fn, real_images=images, fake_images=recon,
+            lecam_state=lecam_state, step=step)
+        return loss, ({f"disc/{k}": v for k, v in metrics.items()}, lecam_state)
+
+    # -- the update step -------------------------------------------------------------------------
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        config = self.config
+        rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+        images = batch["image"]
+        k = config.grad_accum_steps
+        micro = images.reshape(k, images.shape[0] // k, *images.shape[1:])
+        gen_grad = jax.grad(self.generator_terms, has_aux=True)
+        disc_grad = jax.grad(self.discriminator_terms, has_aux=True)
+
+        def accumulate(carry, xs):
+            g_sum, d_sum, qstate, lecam, _ = carry
+            x, i = xs
+            g, (metrics, qstate, recon) = gen_grad(
+                state.params, qstate, state.disc_params, x, jax.random.fold_in(rng, i), state.step)
+            d, (d_metrics, lecam) = disc_grad(state.disc_params, x, recon, lecam, state.step)
+            add = lambda a, b: jax.tree.map(jnp.add, a, b)  # noqa: E731
+            return (add(g_sum, g), add(d_sum, d), qstate, lecam, recon), {**metrics, **d_metrics}
+
+        zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
+        carry = (zeros(state.params), zeros(state.disc_params), state.quantizer_state,
+                 state.lecam_state, jnp.zeros_like(micro[0]))
+        (g, d, qstate, lecam, _), metrics = jax.lax.scan(accumulate, carry, (micro, jnp.arange(k)))
+        g = jax.tree.map(lambda x: x / k, g)
+        d = jax.tree.map(lambda x: x / k, d)
+        metrics = jax.tree.map(jnp.mean, metrics)
+
+        updates, opt_state = self.tx.update(g, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        d_updates, disc_opt_state = self.disc_tx.update(d, state.disc_opt_state, state.disc_params)
+        disc_params = optax.apply_updates(state.disc_params, d_updates)
+        decay = config.ema_decay
+        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
+
+        finite = _all_finite((g, d, metrics["loss/loss"], metrics["disc/loss"]))
+        new = state.replace(
+            step=state.step + 1,
+            params=params, quantizer_state=qstate, opt_state=opt_state, ema_params=ema,
+            disc_params=disc_params, disc_opt_state=disc_opt_state, lecam_state=lecam)
+        # A non-finite step changes nothing but the step counter and the skip count.
+        kept = _select(finite, new, state.replace(step=state.step + 1))
+        kept = kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+        metrics.update({
+            "train/grad_norm": optax.global_norm(g),
+            "train/disc_grad_norm": optax.global_norm(d),
+            "train/learning_rate": self.schedule(state.step),
+            "train/finite": finite.astype(jnp.float32),
+            "train/skipped_steps": kept.skipped_steps.astype(jnp.float32),
+        })
+        return kept, metrics
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def reconstruct(self, params, quantizer_state, images):
+        outputs, aux = self.model.apply({"params": params, QUANTIZER_STATE: quantizer_state},
+                                        images, train=False)
+        if self.loss_cfg.logit_laplace_weight > 0:
+            outputs = reconstruction.logit_laplace_to_pixels(outputs, self.loss_cfg.logit_laplace_eps)
+        return jnp.clip(outputs, -1.0, 1.0), aux
+
+
+def psnr(a, b):
+    """PSNR in dB for images in [-1, 1] (data range 2)."""
+    mse = jnp.mean((a.astype(jnp.float32) - b.astype(jnp.float32)) ** 2, axis=(1, 2, 3))
+    return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train (or resume) in `workdir`; returns the last logged metrics."""
+    is_main = jax.process_index() == 0
+    # -- mesh -------------------------------------------------------------------------------------
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    if config.batch_size % mesh.size:
+        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                         f"{mesh.size} devices of the mesh")
+    trainer = TokenizerTrainer(config, mesh)
+
+    # -- input ------------------------------------------------------------------------------------
+    ds = config.dataset
+    train_iter = data_lib.input_pipeline(
+        ds.name, ds.train_split, global_batch_size=config.batch_size, image_size=ds.image_size,
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        train=True, data_dir=ds.data_dir or None, crop=ds.crop, min_crop_scale=ds.min_crop_scale,
+        flip=ds.flip, num_workers=ds.num_workers)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    _check_process_slice(batch_sharding, config.batch_size)
+
+    # -- state: created sharded, or restored onto this mesh ----------------------------------------
+    abstract, shardings = trainer.state_shardings()
+    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    start_step = checkpointer.latest_step()
+    if start_step is not None:
+        state, data_state, _ = checkpointer.restore(
+            start_step, ckpt_lib.abstract_like(abstract, shardings))
+        train_iter.set_state(data_state)
+        log.info("resumed from step %d", start_step)
+    else:
+        init = jax.jit(trainer.init_state, out_shardings=shardings)
+        state = init(jax.random.key(config.seed))
+        start_step = 0
+
+    # -- compiled step ------------------------------------------------------------------------------
+    step_fn = jax.jit(trainer.train_step, in_shardings=(shardings, batch_sharding),
+                      out_shardings=(shardings, None), donate_argnums=(0,))
+    reconstruct = jax.jit(trainer.reconstruct)
+    batch_spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *trainer.image_shape),
+                                                jnp.float32, sharding=batch_sharding)}
+    compiled = step_fn.lower(state, batch_spec).compile()
+    flops_per_step = perf.compiled_flops(compiled)
+    peak_flops = perf.peak_flops_per_device() * jax.device_count()
+
+    writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
+    if is_main and start_step == 0:
+        (writer.workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+    progress = metrics_writer.Progress(config.total_steps, start_step, enabled=is_main)
+
+    # -- preemption: SIGTERM asks for a final checkpoint --------------------------------------------
+    stop_requested = {"flag": False}
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        stop_requested["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def save(step, force=False):
+        checkpointer.save(step, state, train_iter.get_state(), config_to_dict(config), force=force)
+
+    last_metrics: dict = {}
+    timer_start, timer_step = time.perf_counter(), start_step
+    step = start_step
+    try:
+        while step < config.total_steps:
+            local = next(train_iter)
+            batch = mesh_lib.global_batch(mesh, {"image": local["image"]})
+            state, metrics = compiled(state, batch)
+            step += 1
+
+            if step % config.log_every_steps == 0 or step == config.total_steps:
+                metrics = jax.device_get(metrics)
+                if config.nonfinite == "error" and not metrics["train/finite"]:
+                    raise NonFiniteError(
+                        f"step {step}: non-finite loss or gradients (config.nonfinite='error'); "
+                        "set config.nonfinite='skip' to drop such updates instead")
+                elapsed = time.perf_counter() - timer_start
+                steps_per_s = (step - timer_step) / max(elapsed, 1e-9)
+                metrics = {k: float(v) for k, v in metrics.items()}
+                metrics.update({
+                    "perf/steps_per_s": steps_per_s,
+                    "perf/images_per_s": steps_per_s * config.batch_size,
+                    "perf/mfu": flops_per_step * steps_per_s / peak_flops if peak_flops else 0.0,
+                    "data/skipped_examples": float(train_iter.skipped_examples),
+                })
+                writer.write_scalars(step, metrics)
+                progress.update(step, loss=metrics["loss/loss"],
+                                img_s=metrics["perf/images_per_s"],
+                                usage=metrics.get("quantizer/usage", 0.0))
+                last_metrics = metrics
+                timer_start, timer_step = time.perf_counter(), step
+            elif config.nonfinite == "error" and not bool(metrics["train/finite"]):
+                raise NonFiniteError(f"step {step}: non-finite loss or gradients "
+                                     "(config.nonfinite='error')")
+
+            if step % config.image_every_steps == 0 or step == config.total_steps:
+                images = batch["image"][:8]
+                recon, _ = reconstruct(state.ema_params, state.quantizer_state, images)
+                pairs = np.stack([np.asarray(jax.device_get(images)),
+                                  np.asarray(jax.device_get(recon))], axis=1)
+                writer.write_images(step, "reconstructions",
+                                    metrics_writer.image_grid(pairs.reshape(-1, *pairs.shape[2:]),
+                                                              columns=4))
+            if config.eval_every_steps and (step % config.eval_every_steps == 0
+                                            or step == config.total_steps):
+                writer.write_scalars(step, evaluate(trainer, state, reconstruct, mesh))
+
+            if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
+                save(step)
+            if stop_requested["flag"]:
+                log.warning("SIGTERM: saving a final checkpoint at step %d and exiting", step)
+                save(step, force=True)
+                break
+    finally:
+        checkpointer.close()
+        progress.close()
+        writer.close()
+        signal.signal(signal.SIGTERM, previous_handler)
+    return last_metrics
+
+
+def evaluate(trainer: TokenizerTrainer, state: TrainState, reconstruct, mesh) -> dict:
+    """Reconstruction quality of the EMA params on `eval_examples` of the eval split."""
+    config = trainer.config
+    ds = config.dataset
+    batch_size = min(config.batch_size, max(config.eval_examples, mesh.size))
+    batch_size -= batch_size % mesh.size
+    batches = max(1, math.ceil(config.eval_examples / batch_size))
+    it = data_lib.input_pipeline(
+        ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        train=False, data_dir=ds.data_dir or None, num_workers=0)
+    sums = {"eval/l2": 0.0, "eval/psnr": 0.0, "eval/usage": 0.0, "eval/perplexity": 0.0}
+    for _ in range(batches):
+        batch = mesh_lib.global_batch(mesh, {"image": next(it)["image"]})
+        recon, aux = reconstruct(state.ema_params, state.quantizer_state, batch["image"])
+        sums["eval/l2"] += float(jnp.mean((recon - batch["image"]) ** 2))
+        sums["eval/psnr"] += float(jnp.mean(psnr(recon, batch["image"])))
+        sums["eval/usage"] += float(aux.metrics["usage"])
+        sums["eval/perplexity"] += float(aux.metrics["perplexity"])
+    return {k: v / batches for k, v in sums.items()}
+
+
+def _check_process_slice(sharding, global_batch_size: int) -> None:
+    """Each process must feed the contiguous rows [p*B/P, (p+1)*B/P) its devices hold."""
+    p, count = jax.process_index(), jax.process_count()
+    if count == 1:
+        return
+    index_map = sharding.addressable_devices_indices_map((global_batch_size,))
+    rows = sorted({i for idx in index_map.values()
+                   for i in range(*idx[0].indices(global_batch_size))})
+    per = global_batch_size // count
+    if rows != list(range(p * per, (p + 1) * per)):
+        raise RuntimeError(f"process {p} holds batch rows {rows[0]}..{rows[-1]}, not the "
+                           f"contiguous slice {p * per}..{(p + 1) * per - 1} the input pipeline "
+                           "gives it; check the mesh's device order")
+
