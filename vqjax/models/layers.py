@@ -1,0 +1,362 @@
+"""Layers shared by the tokenizers: transformer blocks, 2D position embeddings, patches, convs.
+
+Every module takes `dtype` (the compute dtype, e.g. `jnp.bfloat16`) and `param_dtype` (the storage
+dtype of its parameters, float32 by default), so a model trains in bf16 with float32 master weights.
+Normalization statistics and softmax run in float32 whatever the compute dtype.
+
+Also here: `quantizer_latent_dim`, the rule by which a tokenizer learns from its quantizer how many
+channels to hand it, so that changing the quantizer's name in a config is the only change needed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import einops
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Dtype = Any
+
+FEED_FORWARD_TYPES = ("mlp", "geglu", "swiglu")
+POSEMB_TYPES = ("learned", "sincos2d")
+
+
+# -- input checks ------------------------------------------------------------------------------
+def check_images(model: str, images, channels: int = 3) -> None:
+    """Raise a ValueError/TypeError naming the problem unless `images` is float [B, H, W, C]."""
+    shape = getattr(images, "shape", None)
+    if shape is None:
+        raise TypeError(
+            f"{model}: images must be an array [B, H, W, {channels}], got {type(images)}"
+        )
+    if len(shape) != 4:
+        raise ValueError(
+            f"{model}: images must have rank 4 [B, H, W, {channels}], got rank {len(shape)} "
+            f"with shape {tuple(shape)}"
+        )
+    if shape[-1] != channels:
+        raise ValueError(
+            f"{model}: images must have {channels} channels (last axis, NHWC), got shape "
+            f"{tuple(shape)}"
+        )
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(
+            f"{model}: images must be floating point in [-1, 1], got dtype {images.dtype}"
+        )
+
+
+def check_divisible(model: str, images_shape, factor: int, field: str, detail: str) -> None:
+    height, width = images_shape[1], images_shape[2]
+    if height % factor or width % factor:
+        raise ValueError(
+            f"{model}: image size {height}x{width} is not divisible by {factor} ({detail}); "
+            f"resize the images or change `{field}`"
+        )
+
+
+# -- the quantizer's latent dimension ----------------------------------------------------------
+def _dim_from_quantizer(quantizer) -> tuple[int | None, str]:
+    """(channels the quantizer requires, why) or (None, "") when it accepts any width."""
+    latent = getattr(quantizer, "latent_dim", None)
+    if isinstance(latent, (int, np.integer)) and not isinstance(latent, bool):
+        return int(latent), "its latent_dim"
+    if quantizer.name == "fsq" and getattr(quantizer, "levels", None) is not None:
+        return len(quantizer.levels), f"levels={tuple(quantizer.levels)}"
+    if getattr(quantizer, "dim", None) is not None:
+        return int(quantizer.dim), f"dim={quantizer.dim}"
+    if quantizer.name in ("lfq", "bsq") and getattr(quantizer, "codebook_size", None):
+        bits = math.log2(int(quantizer.codebook_size))
+        if bits == int(bits):
+            return int(bits), f"codebook_size={quantizer.codebook_size} (one channel per bit)"
+    inner = getattr(quantizer, "quantizer", None)  # composites: rvq, grouped
+    if inner is not None and hasattr(inner, "name"):
+        dim, source = _dim_from_quantizer(inner)
+        if dim is not None:
+            groups = int(getattr(quantizer, "groups", 1))
+            grouping = f" x groups={groups}" if groups > 1 else ""
+            return dim * groups, f"inner {inner.name} {source}{grouping}"
+    return None, ""
+
+
+def quantizer_latent_dim(quantizer, requested: int | None, fallback: int, field: str) -> int:
+    """How many channels the encoder must produce for `quantizer` (a built Quantizer).
+
+    The quantizer decides when it can: a `latent_dim` attribute if it has one, FSQ's len(levels),
+    any quantizer's `dim` option, LFQ/BSQ's log2(codebook_size), a composite's inner quantizer
+    (times `groups`). Otherwise the model's own field (`requested`, named `field`) or, when that is
+    None, the model's `fallback`. A model field that contradicts the quantizer raises a ValueError
+    naming both.
+    """
+    from_quantizer, source = _dim_from_quantizer(quantizer)
+    if from_quantizer is not None:
+        if requested is not None and requested != from_quantizer:
+            raise ValueError(
+                f"`{field}`={requested} but quantizer {quantizer.name!r} needs {from_quantizer} "
+                f"channels ({source}); set `{field}`=None to follow the quantizer"
+            )
+        return from_quantizer
+    return int(requested) if requested is not None else int(fallback)
+
+
+# -- position embeddings -----------------------------------------------------------------------
+def posemb_sincos_2d(
+    height: int, width: int, features: int, temperature: float = 10_000.0, dtype=jnp.float32
+) -> Array:
+    """Fixed 2D sine-cosine position embeddings [1, height*width, features] (MAE / big_vision).
+
+    A quarter of the channels each for sin(x), cos(x), sin(y), cos(y), frequencies geometric in
+    [1, 1/temperature]. Tokens are in row-major order, as `patchify` produces them.
+    """
+    if features % 4:
+        raise ValueError(
+            f"sincos2d position embeddings need `width` divisible by 4, got {features}"
+        )
+    y, x = np.mgrid[:height, :width]
+    quarter = features // 4
+    omega = np.arange(quarter, dtype=np.float64) / max(quarter - 1, 1)
+    omega = 1.0 / (temperature**omega)
+    y = np.einsum("m,d->md", y.reshape(-1).astype(np.float64), omega)
+    x = np.einsum("m,d->md", x.reshape(-1).astype(np.float64), omega)
+    embedding = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+    return jnp.asarray(embedding[None], dtype)
+
+
+class PositionEmbedding2D(nn.Module):
+    """Adds position embeddings to tokens [B, h*w, D] laid out on an h x w grid.
+
+    `learned`: a parameter [1, h*w, D] sized by the grid seen at init (fixed resolution).
+    `sincos2d`: fixed embeddings computed for whatever grid comes in (any resolution).
+    """
+
+    kind: str = "learned"
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: Array, grid: tuple[int, int]) -> Array:
+        height, width = grid
+        features = tokens.shape[-1]
+        if self.kind == "sincos2d":
+            embedding = posemb_sincos_2d(height, width, features)
+        elif self.kind == "learned":
+            shape = (1, height * width, features)
+            if self.has_variable("params", "embedding"):
+                stored = self.get_variable("params", "embedding").shape
+                if tuple(stored) != shape:
+                    raise ValueError(
+                        f"learned position embeddings were created for {stored[1]} tokens but the "
+                        f"input has a {height}x{width} token grid; learned embeddings fix the "
+                        "resolution (use posemb='sincos2d' for any resolution)"
+                    )
+            embedding = self.param(
+                "embedding", nn.initializers.normal(stddev=0.02), shape, self.param_dtype
+            )
+        else:
+            raise ValueError(f"unknown posemb {self.kind!r}; choose one of {POSEMB_TYPES}")
+        dtype = self.dtype or tokens.dtype
+        return tokens.astype(dtype) + embedding.astype(dtype)
+
+
+# -- patches -----------------------------------------------------------------------------------
+def patchify(images: Array, patch_size: int) -> Array:
+    """[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C], patches in row-major order."""
+    return einops.rearrange(
+        images, "b (h p1) (w p2) c -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size
+    )
+
+
+def unpatchify(tokens: Array, grid: tuple[int, int], patch_size: int) -> Array:
+    """[B, h*w, p*p*C] -> [B, h*p, w*p, C]; the inverse of `patchify`."""
+    return einops.rearrange(
+        tokens,
+        "b (h w) (p1 p2 c) -> b (h p1) (w p2) c",
+        h=grid[0],
+        w=grid[1],
+        p1=patch_size,
+        p2=patch_size,
+    )
+
+
+# -- transformer -------------------------------------------------------------------------------
+_dense_init = nn.initializers.xavier_uniform()
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward: `mlp` (Dense-GELU-Dense) or a gated `geglu`/`swiglu` unit.
+
+    Gated units (Shazeer 2020) use two input projections of `hidden_dim` each:
+    act(x W_gate) * (x W_up) W_down. They have 50% more weights at equal `hidden_dim`; pass a
+    hidden_dim of ~2/3 the MLP's to match its size.
+    """
+
+    hidden_dim: int
+    kind: str = "mlp"
+    dropout_rate: float = 0.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool = True) -> Array:
+        dense = lambda features, name: nn.Dense(  # noqa: E731
+            features, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_dense_init,
+            name=name,
+        )
+        features = x.shape[-1]
+        if self.kind == "mlp":
+            h = nn.gelu(dense(self.hidden_dim, "wi")(x))
+        elif self.kind in ("geglu", "swiglu"):
+            activation = nn.gelu if self.kind == "geglu" else nn.swish
+            gate = activation(dense(self.hidden_dim, "wi_gate")(x))
+            h = gate * dense(self.hidden_dim, "wi_up")(x)
+        else:
+            raise ValueError(
+                f"unknown feed_forward {self.kind!r}; choose one of {FEED_FORWARD_TYPES}"
+            )
+        h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        return dense(features, "wo")(h)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: x + Drop(MHSA(LN(x))), then x + Drop(FF(LN(x))). Tokens [B, N, D]."""
+
+    num_heads: int
+    mlp_dim: int
+    feed_forward: str = "mlp"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool = True) -> Array:
+        width = x.shape[-1]
+        if width % self.num_heads:
+            raise ValueError(f"`width`={width} is not divisible by `num_heads`={self.num_heads}")
+        norm = lambda name: nn.LayerNorm(  # noqa: E731
+            dtype=self.dtype, param_dtype=self.param_dtype, name=name
+        )
+        h = norm("ln_attention")(x)
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=_dense_init,
+            dropout_rate=self.attention_dropout_rate,
+            force_fp32_for_softmax=True,
+            name="attention",
+        )(h, h, deterministic=deterministic)
+        x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        h = norm("ln_feed_forward")(x)
+        h = FeedForward(
+            self.mlp_dim, self.feed_forward, self.dropout_rate, self.dtype, self.param_dtype,
+            name="feed_forward",
+        )(h, deterministic=deterministic)
+        return x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+
+
+class Transformer(nn.Module):
+    """`num_layers` pre-LN blocks and a final LayerNorm. Tokens [B, N, D] -> [B, N, D].
+
+    `remat=True` recomputes each block's activations in the backward pass (less memory).
+    """
+
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    feed_forward: str = "mlp"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    remat: bool = False
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool = True) -> Array:
+        block_cls = TransformerBlock
+        if self.remat:
+            block_cls = nn.remat(TransformerBlock, static_argnums=(2,))
+        for index in range(self.num_layers):
+            x = block_cls(
+                num_heads=self.num_heads,
+                mlp_dim=self.mlp_dim,
+                feed_forward=self.feed_forward,
+                dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"block_{index:02d}",
+            )(x, deterministic)
+        return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
+
+
+class TanhHead(nn.Module):
+    """ViT-VQGAN's output head: Dense(hidden) -> tanh -> Dense(features) (no output activation)."""
+
+    hidden_dim: int
+    features: int
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        dense = lambda features, name: nn.Dense(  # noqa: E731
+            features, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_dense_init,
+            name=name,
+        )
+        return dense(self.features, "output")(jnp.tanh(dense(self.hidden_dim, "hidden")(x)))
+
+
+# -- convolutional blocks ----------------------------------------------------------------------
+class ResBlock(nn.Module):
+    """Residual block: (GroupNorm -> swish -> conv3x3) x 2, plus a 1x1-conv shortcut when the
+    channel count changes. Convs carry no bias (MaskGIT's `vqgan_tokenizer.ResBlock`).
+
+    `shortcut="input"` projects the block's input (taming / ResNet). `shortcut="output"` reproduces
+    MaskGIT's released code, which applies the 1x1 conv to the residual branch's output instead
+    (x + W x); use it to run MaskGIT's checkpoints. Sub-modules are created in MaskGIT's order
+    (GroupNorm_0, Conv_0, GroupNorm_1, Conv_1, Conv_2), so its parameter trees map by name.
+    """
+
+    filters: int
+    norm_groups: int = 32
+    shortcut: str = "input"
+    activation: Callable[[Array], Array] = nn.swish
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        conv = lambda kernel: nn.Conv(  # noqa: E731
+            self.filters, (kernel, kernel), use_bias=False, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        norm = lambda: nn.GroupNorm(  # noqa: E731
+            num_groups=self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype
+        )
+        residual = x
+        h = conv(3)(self.activation(norm()(x)))
+        h = conv(3)(self.activation(norm()(h)))
+        if x.shape[-1] != self.filters:
+            if self.shortcut == "input":
+                residual = conv(1)(x)
+            elif self.shortcut == "output":
+                residual = conv(1)(h)
+            else:
+                raise ValueError(f"unknown shortcut {self.shortcut!r}; choose 'input' or 'output'")
+        return h + residual.astype(h.dtype)
+
+
+def downsample_avg(x: Array) -> Array:
+    """2x2 average pooling with stride 2, [B, H, W, C] -> [B, H/2, W/2, C] (H, W even)."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def upsample_nearest(x: Array, factor: int = 2) -> Array:
+    """Nearest-neighbour upsampling, [B, H, W, C] -> [B, H*f, W*f, C]."""
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)

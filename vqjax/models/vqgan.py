@@ -1,0 +1,267 @@
+"""The conv VQGAN tokenizer of MaskGIT (Chang et al. 2022, `maskgit/nets/vqgan_tokenizer.py`).
+
+    model = vqgan.create("maskgit")                  # f16, 1024 codes of 256-d
+    variables = model.init({"params": rng}, images)  # images [B, H, W, 3] in [-1, 1]
+    reconstruction, aux = model.apply(variables, images, train=True, mutable=["quantizer_state"])
+    z_q, indices, aux = model.apply(variables, images, method=model.encode)
+    images = model.apply(variables, indices, method=model.decode_indices)
+
+Taming's VQGAN without the non-local (attention) layers. Encoder: conv3x3 -> for each channel
+multiplier m_i: `num_res_blocks` ResBlocks (GroupNorm + swish) at `filters * m_i` channels, then
+2x average-pool downsampling except after the last -> `num_res_blocks` more ResBlocks ->
+GroupNorm -> swish -> conv1x1 to `embedding_dim`. Decoder mirrors it: conv3x3 -> ResBlocks ->
+for each multiplier in reverse: ResBlocks, then nearest-neighbour 2x upsampling + conv3x3 except
+after the first level -> GroupNorm -> swish -> conv3x3 to 3 channels. len(channel_multipliers) = n
+gives a downsampling factor of 2^(n-1): (1, 1, 2, 2, 4) is f16 (256px -> 16x16 tokens).
+
+Sub-modules are created in MaskGIT's order with Flax's automatic names, so MaskGIT's encoder and
+decoder parameter trees load by name (set `shortcut="output"`, see layers.ResBlock, to reproduce
+MaskGIT's released computation exactly; and `conv_downsample` stays False as in its configs).
+
+The quantizer is any `vqjax.quantizers` name; `embedding_dim` follows from it when it fixes its
+input width (FSQ's levels, a `dim` option). Inputs are checked when traced: rank, channel count,
+and divisibility by the downsampling factor raise a ValueError naming the field. The [-1, 1] value
+range is not checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vqjax import quantizers
+from vqjax.models import layers
+from vqjax.quantizers.base import Quantizer, QuantizerOutput
+from vqjax.quantizers.linen import QuantizerModule
+
+Array = jax.Array
+MODEL = "vqgan"
+
+# MaskGIT's ImageNet tokenizer (configs/vqgan_config.py): 1024 codes of 256-d, commitment 0.25.
+DEFAULT_VQ_OPTIONS = {"codebook_size": 1024, "commitment_weight": 0.25}
+DEFAULT_EMBEDDING_DIM = 256
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # f16, 128 base filters, (1, 1, 2, 2, 4), 2 res blocks: ~ MaskGIT's ImageNet tokenizer.
+    "maskgit": dict(filters=128, num_res_blocks=2, channel_multipliers=(1, 1, 2, 2, 4)),
+    # f8 variant (MaskGIT's 512px configs keep f16; this is for 32x32 tokens at 256px).
+    "f8": dict(filters=128, num_res_blocks=2, channel_multipliers=(1, 1, 2, 4)),
+    # CPU-sized: f4, 32 -> 64 channels, one res block per level (32px -> 8x8 tokens).
+    "tiny": dict(filters=32, num_res_blocks=1, channel_multipliers=(1, 1, 2), norm_groups=8),
+}
+
+
+def quantizer_options_for(quantizer, options) -> dict:
+    """`options` as a dict; None means MaskGIT's options for "vq" and none for other names."""
+    if options is not None:
+        return dict(options)
+    return dict(DEFAULT_VQ_OPTIONS) if quantizer == "vq" else {}
+
+
+class ConvEncoder(nn.Module):
+    """Images [B, H, W, C] -> latents [B, H/f, W/f, embedding_dim], f = 2^(len(multipliers)-1)."""
+
+    filters: int
+    num_res_blocks: int
+    channel_multipliers: Sequence[int]
+    embedding_dim: int
+    norm_groups: int = 32
+    conv_downsample: bool = False
+    shortcut: str = "input"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        conv = lambda features, kernel, **kw: nn.Conv(  # noqa: E731
+            features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype, **kw
+        )
+        block = lambda features: layers.ResBlock(  # noqa: E731
+            features, self.norm_groups, self.shortcut, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        x = conv(self.filters, 3, use_bias=False)(x.astype(self.dtype))
+        num_levels = len(self.channel_multipliers)
+        for level, multiplier in enumerate(self.channel_multipliers):
+            filters = self.filters * multiplier
+            for _ in range(self.num_res_blocks):
+                x = block(filters)(x)
+            if level < num_levels - 1:
+                if self.conv_downsample:
+                    x = conv(filters, 4, strides=(2, 2))(x)
+                else:
+                    x = layers.downsample_avg(x)
+        for _ in range(self.num_res_blocks):
+            x = block(filters)(x)
+        x = nn.GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        x = nn.swish(x)
+        return conv(self.embedding_dim, 1)(x)  # [B, h, w, embedding_dim]
+
+
+class ConvDecoder(nn.Module):
+    """Codes [B, h, w, D] -> images [B, h*f, w*f, out_channels] (float32)."""
+
+    filters: int
+    num_res_blocks: int
+    channel_multipliers: Sequence[int]
+    out_channels: int = 3
+    norm_groups: int = 32
+    shortcut: str = "input"
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        conv = lambda features, kernel, **kw: nn.Conv(  # noqa: E731
+            features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype, **kw
+        )
+        block = lambda features: layers.ResBlock(  # noqa: E731
+            features, self.norm_groups, self.shortcut, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        filters = self.filters * self.channel_multipliers[-1]
+        x = conv(filters, 3, use_bias=True)(x.astype(self.dtype))
+        for _ in range(self.num_res_blocks):
+            x = block(filters)(x)
+        for level in reversed(range(len(self.channel_multipliers))):
+            filters = self.filters * self.channel_multipliers[level]
+            for _ in range(self.num_res_blocks):
+                x = block(filters)(x)
+            if level > 0:
+                x = layers.upsample_nearest(x, 2)
+                x = conv(filters, 3)(x)
+        x = nn.GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        x = nn.swish(x)
+        return conv(self.out_channels, 3)(x).astype(jnp.float32)
+
+
+class VQGAN(nn.Module):
+    """Conv encoder -> quantizer (any, by name) -> conv decoder. See the module docstring.
+
+    Fields: `filters` (base channels), `num_res_blocks`, `channel_multipliers` (one per level;
+    n levels downsample by 2^(n-1)), `embedding_dim` (None: what the quantizer needs, else 256),
+    `norm_groups` (GroupNorm groups; every level's channels must divide by it), `conv_downsample`
+    (strided 4x4 conv instead of average pooling), `shortcut` ("input" | "output", MaskGIT's),
+    `quantizer` (a name or a built Quantizer), `quantizer_options` (None: MaskGIT's 1024-code vq
+    for "vq", none otherwise), `channels`, `dtype`, `param_dtype`.
+    """
+
+    filters: int = 128
+    num_res_blocks: int = 2
+    channel_multipliers: Sequence[int] = (1, 1, 2, 2, 4)
+    embedding_dim: int | None = None
+    norm_groups: int = 32
+    conv_downsample: bool = False
+    shortcut: str = "input"
+    quantizer: Any = "vq"
+    quantizer_options: Any = None
+    channels: int = 3
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    # -- configuration, usable on an unbound model -------------------------------------------
+    def built_quantizer(self) -> Quantizer:
+        if isinstance(self.quantizer, Quantizer):
+            return self.quantizer
+        return quantizers.build(
+            self.quantizer, **quantizer_options_for(self.quantizer, self.quantizer_options)
+        )
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels the encoder hands the quantizer (decided by the quantizer when it can)."""
+        return layers.quantizer_latent_dim(
+            self.built_quantizer(), self.embedding_dim, DEFAULT_EMBEDDING_DIM, "embedding_dim"
+        )
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.channel_multipliers) - 1)
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        return height // self.downsampling_factor, width // self.downsampling_factor
+
+    def _check_fields(self):
+        multipliers = tuple(self.channel_multipliers)
+        if not multipliers or any(int(m) < 1 for m in multipliers):
+            raise ValueError(
+                f"{MODEL}: `channel_multipliers` must be a non-empty sequence of ints >= 1, "
+                f"got {self.channel_multipliers}"
+            )
+        if self.filters < 1 or self.num_res_blocks < 0:
+            raise ValueError(
+                f"{MODEL}: need `filters` >= 1 and `num_res_blocks` >= 0, got {self.filters}, "
+                f"{self.num_res_blocks}"
+            )
+        for multiplier in multipliers:
+            if (self.filters * multiplier) % self.norm_groups:
+                raise ValueError(
+                    f"{MODEL}: `norm_groups`={self.norm_groups} does not divide the "
+                    f"{self.filters * multiplier} channels of a level (`filters`={self.filters} x "
+                    f"`channel_multipliers` entry {multiplier})"
+                )
+        if self.shortcut not in ("input", "output"):
+            raise ValueError(f"{MODEL}: unknown `shortcut` {self.shortcut!r}; 'input' or 'output'")
+
+    def setup(self):
+        self._check_fields()
+        quantizer = self.built_quantizer()
+        embedding_dim = layers.quantizer_latent_dim(
+            quantizer, self.embedding_dim, DEFAULT_EMBEDDING_DIM, "embedding_dim"
+        )
+        common = dict(
+            filters=self.filters,
+            num_res_blocks=self.num_res_blocks,
+            channel_multipliers=tuple(self.channel_multipliers),
+            norm_groups=self.norm_groups,
+            shortcut=self.shortcut,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        self.encoder = ConvEncoder(
+            embedding_dim=embedding_dim, conv_downsample=self.conv_downsample, **common
+        )
+        self.quantize = QuantizerModule(quantizer)
+        self.decoder = ConvDecoder(out_channels=self.channels, **common)
+
+    # -- the tokenizer interface ------------------------------------------------------------
+    def encode(self, images: Array, train: bool = False) -> tuple[Array, Array, QuantizerOutput]:
+        """Images [B, H, W, 3] in [-1, 1] -> (z_q [B, h, w, D] float32, indices [B, h, w], aux)."""
+        layers.check_images(MODEL, images, self.channels)
+        factor = self.downsampling_factor
+        layers.check_divisible(
+            MODEL, images.shape, factor, "channel_multipliers",
+            f"the downsampling factor 2^(len(channel_multipliers)-1) = {factor}",
+        )
+        latents = self.encoder(images)  # [B, h, w, D]
+        z_q, aux = self.quantize(latents.astype(jnp.float32), train=train)
+        return z_q, aux.indices, aux
+
+    def decode(self, z_q: Array, train: bool = False) -> Array:
+        """Codes [B, h, w, D] -> images [B, h*f, w*f, 3], float32 (`train` unused: no dropout)."""
+        del train
+        if getattr(z_q, "ndim", None) != 4:
+            raise ValueError(
+                f"{MODEL}: decode expects codes [B, h, w, D], got shape "
+                f"{getattr(z_q, 'shape', None)}"
+            )
+        return self.decoder(z_q)
+
+    def decode_indices(self, indices: Array) -> Array:
+        """Token indices [B, h, w] (+ the quantizer's index axes) -> images, via the codebook."""
+        return self.decode(self.quantize.decode(indices))
+
+    def __call__(self, images: Array, train: bool = False) -> tuple[Array, QuantizerOutput]:
+        """Images -> (reconstruction [B, H, W, 3] float32, QuantizerOutput)."""
+        z_q, _, aux = self.encode(images, train=train)
+        return self.decode(z_q, train=train), aux
+
+
+def create(preset: str = "maskgit", **overrides) -> VQGAN:
+    """A VQGAN from a preset name in PRESETS ("maskgit", "f8", "tiny"), fields overridden."""
+    if preset not in PRESETS:
+        raise ValueError(f"{MODEL}: unknown preset {preset!r}; choose one of {list(PRESETS)}")
+    return VQGAN(**{**PRESETS[preset], **overrides})
