@@ -96,9 +96,9 @@ def common(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.grad_accum_steps = 1
     c.compute_dtype = "bfloat16"
     c.nonfinite = "skip"  # "skip": drop the update and count it; "error": stop with a clear error
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18, num_devices=0))
     c.dataset = ml_collections.ConfigDict(dict(
         name="imagenet2012", data_dir="", train_split="train", eval_split="validation",
-        image_size=arg.res, crop="random_resized", min_crop_scale=0.8, flip=True, num_workers=0,
+        image_size=arg.res, crop="random_resized", crop_area_min=0.08, flip=True, num_workers=0,
     ))
     return c

@@ -48,6 +48,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.loss.disc_start_step = 100
         c.discriminator.filters = 16
         c.discriminator.channel_multipliers = (1, 2, 2)
-        c.dataset.min_crop_scale = 0.5
+        c.dataset.crop_area_min = 0.35
     c.lock()
     return c

@@ -261,7 +261,8 @@ class TokenizerTrainer:
         decay = config.ema_decay
         ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
 
-        finite = _all_finite((g, d, metrics["loss/loss"], metrics["disc/loss"]))
+        finite = _all_finite((g, d, metrics["loss/loss"], metrics["disc/loss"], params,
+                              disc_params))
         new = state.replace(
             step=state.step + 1,
             params=params, quantizer_state=qstate, opt_state=opt_state, ema_params=ema,
@@ -270,8 +271,8 @@ class TokenizerTrainer:
         kept = _select(finite, new, state.replace(step=state.step + 1))
         kept = kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
         metrics.update({
-            "train/grad_norm": optax.global_norm(g),
-            "train/disc_grad_norm": optax.global_norm(d),
+            "train/grad_norm": optax.tree.norm(g),
+            "train/disc_grad_norm": optax.tree.norm(d),
             "train/learning_rate": self.schedule(state.step),
             "train/finite": finite.astype(jnp.float32),
             "train/skipped_steps": kept.skipped_steps.astype(jnp.float32),
@@ -304,7 +305,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train (or resume) in `workdir`; returns the last logged metrics."""
     is_main = jax.process_index() == 0
     # -- mesh -------------------------------------------------------------------------------------
-    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp)
+    devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
     if config.batch_size % mesh.size:
         raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
                          f"{mesh.size} devices of the mesh")
@@ -315,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_iter = data_lib.input_pipeline(
         ds.name, ds.train_split, global_batch_size=config.batch_size, image_size=ds.image_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-        train=True, data_dir=ds.data_dir or None, crop=ds.crop, min_crop_scale=ds.min_crop_scale,
+        train=True, data_dir=ds.data_dir or None, crop=ds.crop, area_range=(ds.crop_area_min, 1.0),
         flip=ds.flip, num_workers=ds.num_workers)
     batch_sharding = mesh_lib.batch_sharding(mesh)
     _check_process_slice(batch_sharding, config.batch_size)
@@ -384,7 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     "perf/steps_per_s": steps_per_s,
                     "perf/images_per_s": steps_per_s * config.batch_size,
                     "perf/mfu": flops_per_step * steps_per_s / peak_flops if peak_flops else 0.0,
-                    "data/skipped_examples": float(train_iter.skipped_examples),
+                    "data/skipped_examples": float(train_iter.num_skipped),
                 })
                 writer.write_scalars(step, metrics)
                 progress.update(step, loss=metrics["loss/loss"],
@@ -433,15 +435,40 @@ def evaluate(trainer: TokenizerTrainer, state: TrainState, reconstruct, mesh) ->
         ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
         train=False, data_dir=ds.data_dir or None, num_workers=0)
-    sums = {"eval/l2": 0.0, "eval/psnr": 0.0, "eval/usage": 0.0, "eval/perplexity": 0.0}
+    totals = {"eval/l2": 0.0, "eval/psnr": 0.0}
+    counts = None
+    examples = 0
     for _ in range(batches):
-        batch = mesh_lib.global_batch(mesh, {"image": next(it)["image"]})
+        try:
+            local = next(it)
+        except StopIteration:  # the eval split is smaller than eval_examples
+            break
+        batch = mesh_lib.global_batch(mesh, {"image": local["image"],
+                                             "mask": local["mask"].astype(np.float32)})
         recon, aux = reconstruct(state.ema_params, state.quantizer_state, batch["image"])
-        sums["eval/l2"] += float(jnp.mean((recon - batch["image"]) ** 2))
-        sums["eval/psnr"] += float(jnp.mean(psnr(recon, batch["image"])))
-        sums["eval/usage"] += float(aux.metrics["usage"])
-        sums["eval/perplexity"] += float(aux.metrics["perplexity"])
-    return {k: v / batches for k, v in sums.items()}
+        mask = batch["mask"]
+        per_image_l2 = jnp.mean((recon - batch["image"]) ** 2, axis=(1, 2, 3))
+        totals["eval/l2"] += float(jnp.sum(per_image_l2 * mask))
+        totals["eval/psnr"] += float(jnp.sum(psnr(recon, batch["image"]) * mask))
+        examples += int(jnp.sum(mask))
+        codebook_size = trainer.model.built_quantizer().codebook_size
+        batch_counts = jax.device_get(code_counts(aux.indices, codebook_size, mask))
+        counts = batch_counts if counts is None else counts + batch_counts
+    it.close()
+    metrics = {k: v / max(examples, 1) for k, v in totals.items()}
+    if counts is not None:
+        metrics["eval/usage"] = float(np.mean(counts > 0))
+        probs = counts / max(counts.sum(), 1.0)
+        nonzero = probs[probs > 0]
+        metrics["eval/perplexity"] = float(np.exp(-np.sum(nonzero * np.log(nonzero))))
+    metrics["eval/examples"] = float(examples)
+    return metrics
+
+
+def code_counts(indices, codebook_size: int, mask) -> jax.Array:
+    """Per-code counts over the images where mask is 1 (all index axes counted)."""
+    weights = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (indices.ndim - 1)), indices.shape)
+    return jnp.zeros((codebook_size,), jnp.float32).at[indices.reshape(-1)].add(weights.reshape(-1))
 
 
 def _check_process_slice(sharding, global_batch_size: int) -> None:
