@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) -m bench.quantizers --quick
+	$(PY) -m launch.train --config=configs/vitvqgan.py:tiny --workdir=runs/vitvqgan_tiny
 
 test: setup
 	$(PY) -m pytest -n 2 -q tests

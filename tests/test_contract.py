@@ -1,5 +1,7 @@
 """The contract every quantizer follows (vqjax/quantizers/base.py), checked for all of them."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,12 @@ def make(config_name):
     return quantizers.build(name, **options), dim
 
 
+@functools.lru_cache(maxsize=None)
+def jitted_apply(q):
+    """One compiled apply per quantizer (quantizers are hashable), shared by every test here."""
+    return jax.jit(q.apply, static_argnames="train")
+
+
 @pytest.fixture(params=sorted(CONFIGS))
 def quantizer_and_dim(request):
     return make(request.param)
@@ -61,8 +69,7 @@ def test_apply_contract(quantizer_and_dim):
     z = latents(dim)
     variables = q.init(jax.random.key(1), z)
     assert set(variables) == {"params", "state"}
-    z_q, out = jax.jit(q.apply, static_argnames="train")(variables, z, rng=jax.random.key(2),
-                                                          train=True)
+    z_q, out = jitted_apply(q)(variables, z, rng=jax.random.key(2), train=True)
     assert z_q.shape == z.shape and z_q.dtype == z.dtype
     assert out.indices.dtype == jnp.int32
     assert out.indices.shape == z.shape[:-1] + out.indices.shape[z.ndim - 1:]
@@ -84,13 +91,13 @@ def test_eval_is_deterministic_keeps_state_and_decodes(quantizer_and_dim):
     z = latents(dim)
     variables = q.init(jax.random.key(1), z)
     # Let stateful quantizers (k-means init) see one training batch first.
-    _, out = q.apply(variables, z, rng=jax.random.key(2), train=True)
+    _, out = jitted_apply(q)(variables, z, rng=jax.random.key(2), train=True)
     variables = {"params": variables["params"], "state": out.state}
-    z_q, out = q.apply(variables, z)
+    z_q, out = jitted_apply(q)(variables, z)
     jax.tree.map(np.testing.assert_array_equal, out.state, variables["state"])
-    z_q2, _ = jax.jit(q.apply)(variables, z)
-    np.testing.assert_allclose(np.asarray(z_q), np.asarray(z_q2), atol=1e-5)
-    decoded = q.decode(variables, out.indices)
+    z_q2, _ = jitted_apply(q)(variables, z)
+    np.testing.assert_array_equal(np.asarray(z_q), np.asarray(z_q2))
+    decoded = jax.jit(q.decode)(variables, out.indices)
     np.testing.assert_allclose(np.asarray(decoded), np.asarray(z_q), atol=1e-5)
 
 
@@ -115,8 +122,8 @@ def test_vmap_over_a_leading_axis(quantizer_and_dim):
     q, dim = quantizer_and_dim
     z = latents(dim, shape=(3, 2, 4))
     variables = q.init(jax.random.key(1), z[0])
-    z_q, out = jax.vmap(lambda z: q.apply(variables, z))(z)
-    z_q_all, out_all = q.apply(variables, z)
+    z_q, out = jax.jit(jax.vmap(lambda z: q.apply(variables, z)))(z)
+    z_q_all, out_all = jitted_apply(q)(variables, z)
     np.testing.assert_allclose(np.asarray(z_q), np.asarray(z_q_all), atol=1e-5)
     np.testing.assert_array_equal(np.asarray(out.indices), np.asarray(out_all.indices))
 
@@ -125,7 +132,7 @@ def test_bfloat16_inputs(quantizer_and_dim):
     q, dim = quantizer_and_dim
     z = latents(dim, dtype=jnp.bfloat16)
     variables = q.init(jax.random.key(1), z)
-    z_q, out = q.apply(variables, z, rng=jax.random.key(2), train=True)
+    z_q, out = jitted_apply(q)(variables, z, rng=jax.random.key(2), train=True)
     assert z_q.dtype == jnp.bfloat16
     assert np.all(np.isfinite(np.asarray(z_q, np.float32)))
     assert np.isfinite(float(out.loss))

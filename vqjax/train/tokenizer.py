@@ -360,8 +360,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
+    last_saved = {"step": start_step}
+
     def save(step, force=False):
+        if step == last_saved["step"]:  # e.g. SIGTERM right after a periodic save
+            return
         checkpointer.save(step, state, train_iter.get_state(), config_to_dict(config), force=force)
+        last_saved["step"] = step
 
     last_metrics: dict = {}
     timer_start, timer_step = time.perf_counter(), start_step
