@@ -1,0 +1,38 @@
+"""Evaluation: FID / Inception Score (the FID InceptionV3), PSNR / SSIM, codebook usage.
+
+See docs/evaluation.md for the definitions and conventions, and how to get the Inception weights.
+"""
+
+from vqjax.evaluation.codebook import CodebookUsage, perplexity_from_counts, usage_from_counts
+from vqjax.evaluation.fid import (
+    FeatureStatistics,
+    FeatureStats,
+    cached_stats,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_stats,
+    inception_score,
+    load_stats,
+    save_stats,
+    stats_from_batches,
+)
+from vqjax.evaluation.image_metrics import psnr, ssim
+from vqjax.evaluation.inception import (
+    FID_WEIGHTS_URL,
+    FIDInceptionV3,
+    InceptionWeightsNotFoundError,
+    images_from_uint8,
+    inception_features,
+    init_inception_params,
+    load_inception_params,
+)
+from vqjax.evaluation.runner import evaluate_reconstruction, evaluate_samples
+
+__all__ = [
+    "CodebookUsage", "FID_WEIGHTS_URL", "FIDInceptionV3", "FeatureStatistics", "FeatureStats",
+    "InceptionWeightsNotFoundError", "cached_stats", "evaluate_reconstruction", "evaluate_samples",
+    "feature_statistics", "frechet_distance", "frechet_distance_from_stats", "images_from_uint8",
+    "inception_features", "inception_score", "init_inception_params", "load_inception_params",
+    "load_stats", "perplexity_from_counts", "psnr", "save_stats", "ssim", "stats_from_batches",
+    "usage_from_counts",
+]
