@@ -288,6 +288,29 @@ class TokenizerTrainer:
         return jnp.clip(outputs, -1.0, 1.0), aux
 
 
+    def preview(self, params, quantizer_state, images, count: int = 8):
+        """The first `count` inputs and their reconstructions, for the PNG grid."""
+        recon, _ = self.reconstruct(params, quantizer_state, images[:count])
+        return images[:count], recon
+
+    def eval_sums(self, params, quantizer_state, images, mask):
+        """Masked sums over one eval batch: L2, PSNR, image count and per-code counts."""
+        recon, aux = self.reconstruct(params, quantizer_state, images)
+        per_image_l2 = jnp.mean((recon - images) ** 2, axis=(1, 2, 3))
+        codebook_size = self.model.built_quantizer().codebook_size
+        return {
+            "l2": jnp.sum(per_image_l2 * mask),
+            "psnr": jnp.sum(psnr(recon, images) * mask),
+            "examples": jnp.sum(mask),
+            "code_counts": code_counts(aux.indices, codebook_size, mask),
+        }
+
+
+def to_host(tree):
+    """Replicated global arrays -> numpy, from this process's own copy (works multi-host)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
 def psnr(a, b):
     """PSNR in dB for images in [-1, 1] (data range 2)."""
     mse = jnp.mean((a.astype(jnp.float32) - b.astype(jnp.float32)) ** 2, axis=(1, 2, 3))
@@ -337,9 +360,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start_step = 0
 
     # -- compiled step ------------------------------------------------------------------------------
+    replicated = mesh_lib.replicated(mesh)
     step_fn = jax.jit(trainer.train_step, in_shardings=(shardings, batch_sharding),
-                      out_shardings=(shardings, None), donate_argnums=(0,))
-    reconstruct = jax.jit(trainer.reconstruct)
+                      out_shardings=(shardings, replicated), donate_argnums=(0,))
+    preview = jax.jit(trainer.preview, out_shardings=replicated)
+    eval_sums = jax.jit(trainer.eval_sums, out_shardings=replicated)
     batch_spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *trainer.image_shape),
                                                 jnp.float32, sharding=batch_sharding)}
     compiled = step_fn.lower(state, batch_spec).compile()
@@ -379,7 +404,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             step += 1
 
             if step % config.log_every_steps == 0 or step == config.total_steps:
-                metrics = jax.device_get(metrics)
+                metrics = to_host(metrics)
                 if config.nonfinite == "error" and not metrics["train/finite"]:
                     raise NonFiniteError(
                         f"step {step}: non-finite loss or gradients (config.nonfinite='error'); "
@@ -399,21 +424,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                 usage=metrics.get("quantizer/usage", 0.0))
                 last_metrics = metrics
                 timer_start, timer_step = time.perf_counter(), step
-            elif config.nonfinite == "error" and not bool(metrics["train/finite"]):
+            elif config.nonfinite == "error" and not to_host(metrics["train/finite"]):
                 raise NonFiniteError(f"step {step}: non-finite loss or gradients "
                                      "(config.nonfinite='error')")
 
             if step % config.image_every_steps == 0 or step == config.total_steps:
-                images = batch["image"][:8]
-                recon, _ = reconstruct(state.ema_params, state.quantizer_state, images)
-                pairs = np.stack([np.asarray(jax.device_get(images)),
-                                  np.asarray(jax.device_get(recon))], axis=1)
+                images, recon = to_host(preview(state.ema_params, state.quantizer_state,
+                                                batch["image"]))
+                pairs = np.stack([images, recon], axis=1)
                 writer.write_images(step, "reconstructions",
                                     metrics_writer.image_grid(pairs.reshape(-1, *pairs.shape[2:]),
                                                               columns=4))
             if config.eval_every_steps and (step % config.eval_every_steps == 0
                                             or step == config.total_steps):
-                writer.write_scalars(step, evaluate(trainer, state, reconstruct, mesh))
+                writer.write_scalars(step, evaluate(trainer, state, eval_sums, mesh))
 
             if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
                 save(step)
@@ -429,7 +453,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return last_metrics
 
 
-def evaluate(trainer: TokenizerTrainer, state: TrainState, reconstruct, mesh) -> dict:
+def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> dict:
     """Reconstruction quality of the EMA params on `eval_examples` of the eval split."""
     config = trainer.config
     ds = config.dataset
@@ -440,9 +464,7 @@ def evaluate(trainer: TokenizerTrainer, state: TrainState, reconstruct, mesh) ->
         ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
         train=False, data_dir=ds.data_dir or None, num_workers=0)
-    totals = {"eval/l2": 0.0, "eval/psnr": 0.0}
-    counts = None
-    examples = 0
+    totals = None
     for _ in range(batches):
         try:
             local = next(it)
@@ -450,24 +472,23 @@ def evaluate(trainer: TokenizerTrainer, state: TrainState, reconstruct, mesh) ->
             break
         batch = mesh_lib.global_batch(mesh, {"image": local["image"],
                                              "mask": local["mask"].astype(np.float32)})
-        recon, aux = reconstruct(state.ema_params, state.quantizer_state, batch["image"])
-        mask = batch["mask"]
-        per_image_l2 = jnp.mean((recon - batch["image"]) ** 2, axis=(1, 2, 3))
-        totals["eval/l2"] += float(jnp.sum(per_image_l2 * mask))
-        totals["eval/psnr"] += float(jnp.sum(psnr(recon, batch["image"]) * mask))
-        examples += int(jnp.sum(mask))
-        codebook_size = trainer.model.built_quantizer().codebook_size
-        batch_counts = jax.device_get(code_counts(aux.indices, codebook_size, mask))
-        counts = batch_counts if counts is None else counts + batch_counts
+        sums = to_host(eval_sums(state.ema_params, state.quantizer_state, batch["image"],
+                                 batch["mask"]))
+        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
     it.close()
-    metrics = {k: v / max(examples, 1) for k, v in totals.items()}
-    if counts is not None:
-        metrics["eval/usage"] = float(np.mean(counts > 0))
-        probs = counts / max(counts.sum(), 1.0)
-        nonzero = probs[probs > 0]
-        metrics["eval/perplexity"] = float(np.exp(-np.sum(nonzero * np.log(nonzero))))
-    metrics["eval/examples"] = float(examples)
-    return metrics
+    if totals is None:
+        return {}
+    examples = max(float(totals["examples"]), 1.0)
+    counts = totals["code_counts"]
+    probs = counts / max(counts.sum(), 1.0)
+    nonzero = probs[probs > 0]
+    return {
+        "eval/l2": float(totals["l2"]) / examples,
+        "eval/psnr": float(totals["psnr"]) / examples,
+        "eval/usage": float(np.mean(counts > 0)),
+        "eval/perplexity": float(np.exp(-np.sum(nonzero * np.log(nonzero)))),
+        "eval/examples": float(totals["examples"]),
+    }
 
 
 def code_counts(indices, codebook_size: int, mask) -> jax.Array:
