@@ -242,6 +242,9 @@ def test_bad_images_raise_errors_naming_the_problem(family):
         trace_init(model, image(1, SIZE + 2, SIZE, 3))
     with pytest.raises(TypeError, match="floating"):
         trace_init(model, image(1, SIZE, SIZE, 3, dtype=jnp.uint8))
+    # Concrete images (as at model.init) are range-checked: [0, 255] floats are a classic mistake.
+    with pytest.raises(ValueError, match=r"\[-1, 1\].*x / 127.5 - 1"):
+        model.init(jax.random.key(0), jnp.full((1, SIZE, SIZE, 3), 255.0))
 
 
 def test_bad_fields_raise_errors_naming_the_field():

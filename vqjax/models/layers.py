@@ -48,6 +48,23 @@ def check_images(model: str, images, channels: int = 3) -> None:
         raise TypeError(
             f"{model}: images must be floating point in [-1, 1], got dtype {images.dtype}"
         )
+    check_range(model, images)
+
+
+RANGE_TOLERANCE = 1e-3
+
+
+def check_range(model: str, images) -> None:
+    """On concrete arrays (e.g. at `model.init` or in eager calls) check the [-1, 1] range; traced
+    values inside `jit` cannot be checked without a host round trip and are left alone."""
+    if isinstance(images, jax.core.Tracer):
+        return
+    low, high = float(jnp.min(images)), float(jnp.max(images))
+    if low < -1.0 - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
+        hint = " (looks like [0, 255]: use x / 127.5 - 1)" if high > 2.0 else ""
+        raise ValueError(
+            f"{model}: images must be in [-1, 1], got values in [{low:.4g}, {high:.4g}]{hint}"
+        )
 
 
 def check_divisible(model: str, images_shape, factor: int, field: str, detail: str) -> None:
