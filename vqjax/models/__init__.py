@@ -4,3 +4,4 @@ from vqjax.models.discriminator import PatchGANDiscriminator, StyleGANDiscrimina
 from vqjax.models import vit_vqgan, vqgan  # noqa: F401,E402
 from vqjax.models.vit_vqgan import ViTVQGAN  # noqa: F401,E402
 from vqjax.models.vqgan import VQGAN  # noqa: E402,F401
+from vqjax.models import maskgit  # noqa: E402,F401

@@ -1,0 +1,543 @@
+"""MaskGIT (Chang et al. 2022, "MaskGIT: Masked Generative Image Transformer"): a bidirectional
+transformer over the token indices of any vqjax tokenizer, trained to predict masked tokens.
+
+    model = maskgit.create("B", vocab_size=1024, num_classes=1000)
+    variables = model.init({"params": rng}, tokens, labels)     # tokens int [B, h, w], labels [B]
+    logits = model.apply(variables, tokens, labels)              # [B, h, w, vocab_size] float32
+
+    # training (pure helpers below)
+    masked, mask = mask_tokens(rng, tokens, mask_token_id=model.mask_token_id)
+    labels = drop_labels(rng, labels, model.null_label, rate=0.1)      # classifier-free guidance
+    logits = model.apply(variables, masked, labels, train=True, rngs={"dropout": rng})
+    loss = masked_cross_entropy(logits, tokens, mask, label_smoothing=0.1)
+
+    # sampling: MaskGIT's parallel decoding (vqjax.sampling)
+    out = jax.jit(functools.partial(generate, model, grid=(16, 16), num_steps=8))(
+        variables, rng, labels)                                  # out.tokens [B, h, w]
+
+Inputs: token embeddings + 2D position embeddings over the h x w grid, a class token prepended
+(label embedding; `num_classes + 1` rows, the last one the null label used for unconditional
+generation and guidance; `num_classes=None` has no class token) -> LayerNorm -> dropout -> pre-LN
+transformer (`layers.Transformer`, final LayerNorm) -> MaskGIT's MLM head: Dense(width) -> GELU ->
+LayerNorm -> logits = h @ token_embedding.T + bias (tied, as MaskGIT/BERT) or a Dense (untied).
+
+The mask token is an explicit extra row of the embedding table: `mask_token_id == vocab_size` (no
+negative ids). The tied head scores the `vocab_size` real codes only, never the mask row.
+
+Multi-index tokens ([B, h, w, Q] from `rvq` depths or `grouped` groups; `indices_per_position=Q`):
+each index q has its own table [vocab_size + 1, width]; a position's input embedding is the SUM of
+its Q embeddings (RQ-Transformer style: one sequence position per spatial position, so the sequence
+stays h*w long whatever Q) and there is ONE HEAD PER INDEX q (its own Dense-GELU-LayerNorm, tied
+to table q), giving logits [B, h, w, Q, vocab_size]. The Q indices of a position are predicted
+independently given the context (decoding samples them jointly per position).
+
+Bits mode (`prediction="bits"`, MaskBit-style, for lfq/bsq's implicit 2^b codebooks): there is no
+embedding table. Tokens are still indices (lfq convention: bit_i = (index >> i) & 1, code_i = +-1);
+the input embedding is a linear map of the +-1 bits of the Q indices of a position (masked indices
+contribute zeros) plus a learned mask embedding per masked index, and the head emits one logit per
+bit, [B, h, w, b] ([B, h, w, Q, b]): independent Bernoullis, so a 2^18 vocabulary costs an
+18-way output instead of a 262144-way softmax. `bits_to_indices` turns sampled bits into indices.
+The mask id is again `vocab_size` = 2^b, so b <= 30 (int32); larger sign codebooks are `grouped`.
+
+Sizes (`create`): tiny 2 layers / 64 / 2 heads / MLP 256 (CPU tests); S 12 / 512 / 8 / 2048;
+B 24 / 768 / 16 / 3072 (the paper's); L 24 / 1024 / 16 / 4096 (BERT-large shape, ~300M like
+MaskBit's). S/B/L use dropout 0.1 (MaskGIT's); tiny none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from vqjax.models import layers
+from vqjax.sampling import mask_schedule, parallel_decode, sampler
+from vqjax.sampling.sampler import bits_to_indices, indices_to_bits  # noqa: F401 (public)
+
+Array = jax.Array
+MODEL = "maskgit"
+PREDICTIONS = sampler.PREDICTIONS
+MAX_BITS = 30  # the mask id 2^b must fit in int32
+# for_quantizer's default: predict bits for sign quantizers with more codes than this.
+BITS_ABOVE_CODEBOOK_SIZE = 2**16
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerSize:
+    num_layers: int
+    width: int
+    num_heads: int
+    mlp_dim: int
+
+
+SIZES: dict[str, TransformerSize] = {
+    "tiny": TransformerSize(num_layers=2, width=64, num_heads=2, mlp_dim=256),
+    "S": TransformerSize(num_layers=12, width=512, num_heads=8, mlp_dim=2048),
+    "B": TransformerSize(num_layers=24, width=768, num_heads=16, mlp_dim=3072),
+    "L": TransformerSize(num_layers=24, width=1024, num_heads=16, mlp_dim=4096),
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(size="tiny", dropout_rate=0.0, attention_dropout_rate=0.0),
+    "S": dict(size="S", dropout_rate=0.1, attention_dropout_rate=0.1),
+    "B": dict(size="B", dropout_rate=0.1, attention_dropout_rate=0.1),
+    "L": dict(size="L", dropout_rate=0.1, attention_dropout_rate=0.1),
+}
+
+
+def resolve_size(size) -> TransformerSize:
+    """A size name in SIZES, a TransformerSize, or a 4-tuple / mapping of its fields."""
+    if isinstance(size, TransformerSize):
+        resolved = size
+    elif isinstance(size, str):
+        if size not in SIZES:
+            raise ValueError(f"{MODEL}: unknown `size` {size!r}; choose one of {list(SIZES)}")
+        resolved = SIZES[size]
+    elif isinstance(size, Mapping):
+        resolved = TransformerSize(**dict(size))
+    elif isinstance(size, Sequence) and len(size) == 4:
+        resolved = TransformerSize(*map(int, size))
+    else:
+        raise ValueError(
+            f"{MODEL}: `size` must be a name {list(SIZES)}, a TransformerSize or a "
+            f"(num_layers, width, num_heads, mlp_dim) tuple; got {size!r}"
+        )
+    if min(resolved.num_layers, resolved.width, resolved.num_heads, resolved.mlp_dim) < 1:
+        raise ValueError(f"{MODEL}: every entry of `size` must be >= 1, got {resolved}")
+    if resolved.width % resolved.num_heads:
+        raise ValueError(
+            f"{MODEL}: width {resolved.width} is not divisible by num_heads {resolved.num_heads}"
+        )
+    return resolved
+
+
+EMBEDDING_STD = 0.02  # BERT / MaskGIT
+_embedding_init = nn.initializers.normal(stddev=EMBEDDING_STD)
+# Per-index kernels [Q, in, out]: Xavier over (in, out) for each q.
+_stacked_dense_init = nn.initializers.xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(0,))
+
+
+class MaskGIT(nn.Module):
+    """Bidirectional masked-token transformer. See the module docstring.
+
+    Fields: `vocab_size` (codes per index: the quantizer's codebook_size), `indices_per_position`
+    (None: tokens [B, h, w]; Q: tokens [B, h, w, Q] from rvq/grouped), `prediction` ("index" |
+    "bits"), `num_classes` (None: no class token), `size` (a name in SIZES, a TransformerSize or a
+    4-tuple), `tie_head` (index mode: logits from the token embedding, else a Dense), `posemb`
+    ("learned" | "sincos2d"), `feed_forward`, `dropout_rate`, `attention_dropout_rate`, `remat`,
+    `dtype` (compute), `param_dtype`. Dropout needs `rngs={"dropout": ...}` when train=True.
+    """
+
+    vocab_size: int = 1024
+    indices_per_position: int | None = None
+    prediction: str = "index"
+    num_classes: int | None = 1000
+    size: Any = "B"
+    tie_head: bool = True
+    posemb: str = "learned"
+    feed_forward: str = "mlp"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    remat: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    # -- configuration, usable on an unbound model -------------------------------------------
+    @property
+    def mask_token_id(self) -> int:
+        """The id of the mask token: an extra embedding row after the vocab_size codes."""
+        return int(self.vocab_size)
+
+    @property
+    def null_label(self) -> int | None:
+        """The unconditional label (last class-embedding row), or None without a class token."""
+        return None if self.num_classes is None else int(self.num_classes)
+
+    @property
+    def num_indices(self) -> int:
+        """Q, the number of indices per position (1 for single-index tokens)."""
+        return 1 if self.indices_per_position is None else int(self.indices_per_position)
+
+    @property
+    def index_axes(self) -> int:
+        """Trailing index axes of the tokens (0 for [B, h, w], 1 for [B, h, w, Q])."""
+        return 0 if self.indices_per_position is None else 1
+
+    @property
+    def num_bits(self) -> int:
+        """Bits per index, log2(vocab_size) (bits mode)."""
+        return int(self.vocab_size).bit_length() - 1
+
+    @property
+    def output_size(self) -> int:
+        """Size of the last logits axis: vocab_size ("index") or num_bits ("bits")."""
+        return self.num_bits if self.prediction == "bits" else int(self.vocab_size)
+
+    def check_fields(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(
+                f"{MODEL}: unknown `prediction` {self.prediction!r}; choose one of {PREDICTIONS}"
+            )
+        if isinstance(self.vocab_size, bool) or int(self.vocab_size) < 2:
+            raise ValueError(f"{MODEL}: `vocab_size` must be >= 2, got {self.vocab_size!r}")
+        if self.prediction == "bits":
+            v = int(self.vocab_size)
+            if v & (v - 1) or self.num_bits > MAX_BITS:
+                raise ValueError(
+                    f"{MODEL}: prediction='bits' needs `vocab_size` = 2**b with b <= {MAX_BITS} "
+                    f"(the mask id 2**b must fit in int32), got {self.vocab_size}; quantize "
+                    "more bits as `grouped` indices"
+                )
+        if self.indices_per_position is not None and int(self.indices_per_position) < 1:
+            raise ValueError(
+                f"{MODEL}: `indices_per_position` must be None or >= 1, got "
+                f"{self.indices_per_position}"
+            )
+        if self.num_classes is not None and int(self.num_classes) < 1:
+            raise ValueError(f"{MODEL}: `num_classes` must be None or >= 1, got {self.num_classes}")
+        if self.posemb not in layers.POSEMB_TYPES:
+            raise ValueError(
+                f"{MODEL}: unknown `posemb` {self.posemb!r}; choose one of {layers.POSEMB_TYPES}"
+            )
+        for field in ("dropout_rate", "attention_dropout_rate"):
+            rate = getattr(self, field)
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{MODEL}: `{field}` must be in [0, 1), got {rate}")
+        resolve_size(self.size)
+
+    def _check_inputs(self, tokens, labels):
+        rank = 3 + self.index_axes
+        shape = getattr(tokens, "shape", None)
+        layout = "[B, h, w]" if self.index_axes == 0 else f"[B, h, w, {self.num_indices}]"
+        wrong_q = shape is not None and self.index_axes and shape[-1] != self.num_indices
+        if shape is None or len(shape) != rank or wrong_q:
+            hint = (
+                " (set indices_per_position=Q for multi-index tokens)"
+                if shape is not None and len(shape) == 4 and self.index_axes == 0
+                else ""
+            )
+            raise ValueError(f"{MODEL}: tokens must be {layout}, got shape {shape}{hint}")
+        if not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise TypeError(f"{MODEL}: tokens must be integer indices, got dtype {tokens.dtype}")
+        if labels is not None:
+            if self.num_classes is None:
+                raise ValueError(f"{MODEL}: labels given but the model has num_classes=None")
+            if getattr(labels, "shape", None) != (shape[0],):
+                raise ValueError(
+                    f"{MODEL}: labels must be [B] = [{shape[0]}], got "
+                    f"{getattr(labels, 'shape', None)}"
+                )
+
+    # -- the model ----------------------------------------------------------------------------
+    @nn.compact
+    def __call__(self, tokens: Array, labels: Array | None = None, train: bool = False) -> Array:
+        """tokens int [B, h, w] or [B, h, w, Q] (mask_token_id where masked), labels int [B]
+        (None: the null label) -> float32 logits [B, h, w, (Q,) vocab_size] or bit logits
+        [B, h, w, (Q,) num_bits]."""
+        self.check_fields()
+        self._check_inputs(tokens, labels)
+        size = resolve_size(self.size)
+        width, num_q = size.width, self.num_indices
+        batch, height, grid_width = tokens.shape[:3]
+        num_positions = height * grid_width
+        flat = tokens.reshape(batch, num_positions, num_q).astype(jnp.int32)  # [B, N, Q]
+
+        # -- inputs ---------------------------------------------------------------------------
+        if self.prediction == "index":
+            table = self.param(
+                "token_embedding", _embedding_init,
+                (num_q, self.vocab_size + 1, width), self.param_dtype,
+            )  # [Q, V + 1, D]; row V is the mask token
+            embedded = table[jnp.arange(num_q), flat]  # [B, N, Q, D]
+            x = jnp.sum(embedded.astype(self.dtype), axis=2)  # [B, N, D]
+        else:
+            masked = flat == self.mask_token_id  # [B, N, Q]
+            bits = indices_to_bits(jnp.where(masked, 0, flat), self.num_bits)  # [B, N, Q, b]
+            signs = jnp.where(bits, 1.0, -1.0) * (~masked[..., None])  # masked bits: 0
+            # Initialised so that x has the token tables' scale (std EMBEDDING_STD per channel).
+            x = nn.Dense(
+                width, dtype=self.dtype, param_dtype=self.param_dtype, name="bit_embedding",
+                kernel_init=nn.initializers.normal(
+                    EMBEDDING_STD / math.sqrt(num_q * self.num_bits)
+                ),
+            )(signs.reshape(batch, num_positions, num_q * self.num_bits).astype(self.dtype))
+            mask_embedding = self.param(
+                "mask_embedding", _embedding_init, (num_q, width), self.param_dtype
+            )
+            x = x + jnp.einsum(
+                "bnq,qd->bnd", masked.astype(self.dtype), mask_embedding.astype(self.dtype)
+            )
+        if self.posemb == "sincos2d":
+            # Fixed, at the token embeddings' scale (unit-amplitude sincos would drown them).
+            x = x + (EMBEDDING_STD * layers.posemb_sincos_2d(height, grid_width, width)).astype(
+                x.dtype
+            )
+        else:
+            x = layers.PositionEmbedding2D(
+                self.posemb, self.dtype, self.param_dtype, name="position_embedding"
+            )(x, (height, grid_width))  # [B, N, D]
+        if self.num_classes is not None:
+            if labels is None:
+                labels = jnp.full((batch,), self.null_label, jnp.int32)
+            class_table = self.param(
+                "class_embedding", _embedding_init, (self.num_classes + 1, width), self.param_dtype
+            )  # row num_classes is the null label
+            class_token = class_table[labels.astype(jnp.int32)][:, None].astype(x.dtype)
+            x = jnp.concatenate([class_token, x], axis=1)  # [B, 1 + N, D]
+        x = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_embedding")(x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+        # -- transformer ----------------------------------------------------------------------
+        x = layers.Transformer(
+            num_layers=size.num_layers,
+            num_heads=size.num_heads,
+            mlp_dim=size.mlp_dim,
+            feed_forward=self.feed_forward,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            remat=self.remat,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="transformer",
+        )(x, not train)
+        x = x[:, -num_positions:]  # drop the class token, [B, N, D]
+
+        # -- heads: one per index, MaskGIT's MLM head (Dense -> GELU -> LayerNorm -> logits) -----
+        h = jnp.einsum(
+            "bnd,qde->bnqe", x,
+            self.param("head_hidden_kernel", _stacked_dense_init, (num_q, width, width),
+                       self.param_dtype).astype(self.dtype),
+        ) + self.param("head_hidden_bias", nn.initializers.zeros, (num_q, width),
+                       self.param_dtype).astype(self.dtype)
+        h = self._stacked_layer_norm(nn.gelu(h), num_q, width)  # [B, N, Q, D]
+        out_size = self.output_size
+        if self.prediction == "index" and self.tie_head:
+            codes = table[:, : self.vocab_size].astype(self.dtype)  # no logit for the mask row
+            logits = jnp.einsum("bnqd,qvd->bnqv", h, codes)
+        else:
+            kernel = self.param(
+                "head_output_kernel", _stacked_dense_init, (num_q, width, out_size),
+                self.param_dtype,
+            )
+            logits = jnp.einsum("bnqd,qdv->bnqv", h, kernel.astype(self.dtype))
+        logits = logits.astype(jnp.float32) + self.param(
+            "head_output_bias", nn.initializers.zeros, (num_q, out_size), self.param_dtype
+        ).astype(jnp.float32)
+        logits = logits.reshape(batch, height, grid_width, num_q, out_size)
+        return logits if self.index_axes else logits[:, :, :, 0]
+
+    def _stacked_layer_norm(self, h: Array, num_q: int, width: int) -> Array:
+        """LayerNorm over the last axis (statistics in float32) with a scale and bias per index."""
+        h32 = h.astype(jnp.float32)
+        mean = jnp.mean(h32, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(h32 - mean), axis=-1, keepdims=True)
+        normed = (h32 - mean) * jax.lax.rsqrt(var + 1e-6)
+        scale = self.param("head_ln_scale", nn.initializers.ones, (num_q, width), self.param_dtype)
+        bias = self.param("head_ln_bias", nn.initializers.zeros, (num_q, width), self.param_dtype)
+        return (normed * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+def create(preset: str = "B", **overrides) -> MaskGIT:
+    """A MaskGIT from a preset name in PRESETS ("tiny", "S", "B", "L"), fields overridden."""
+    if preset not in PRESETS:
+        raise ValueError(f"{MODEL}: unknown preset {preset!r}; choose one of {list(PRESETS)}")
+    return MaskGIT(**{**PRESETS[preset], **overrides})
+
+
+def _is_sign_quantizer(quantizer) -> bool:
+    inner = getattr(quantizer, "quantizer", None)
+    if inner is not None and hasattr(inner, "name"):
+        return _is_sign_quantizer(inner)
+    return getattr(quantizer, "name", None) in ("lfq", "bsq")
+
+
+def for_quantizer(quantizer, preset: str = "B", prediction: str | None = None, **overrides):
+    """A MaskGIT sized for the tokens of `quantizer` (a built Quantizer, or a tokenizer model with
+    `built_quantizer()`): vocab_size = codebook_size, indices_per_position = num_quantizers (rvq) /
+    groups (grouped). prediction=None picks "bits" for lfq/bsq codes with more than
+    BITS_ABOVE_CODEBOOK_SIZE codes, "index" otherwise."""
+    if hasattr(quantizer, "built_quantizer"):
+        quantizer = quantizer.built_quantizer()
+    fields: dict[str, Any] = {"vocab_size": int(quantizer.codebook_size)}
+    index_axes = int(getattr(quantizer, "index_axes", 0))
+    if index_axes > 1:
+        raise ValueError(f"{MODEL}: tokens with {index_axes} index axes are not supported")
+    if index_axes == 1:
+        fields["indices_per_position"] = int(
+            getattr(quantizer, "num_quantizers", None) or getattr(quantizer, "groups")
+        )
+    if prediction is None:
+        big = quantizer.codebook_size > BITS_ABOVE_CODEBOOK_SIZE
+        prediction = "bits" if _is_sign_quantizer(quantizer) and big else "index"
+    fields["prediction"] = prediction
+    return create(preset, **{**fields, **overrides})
+
+
+# -- training helpers (pure functions) ----------------------------------------------------------
+def mask_tokens(
+    rng: Array,
+    tokens: Array,
+    schedule: str = "cosine",
+    min_mask_rate: float = 0.0,
+    *,
+    mask_token_id: int,
+    index_axes: int = 0,
+) -> tuple[Array, Array]:
+    """MaskGIT's training corruption: per example, a mask ratio r = schedule(u), u ~ U(0, 1)
+    (cosine: cos(pi/2 u)), raised to `min_mask_rate`, and exactly clip(ceil(r N), 1, N) of its N
+    positions masked, chosen uniformly at random.
+
+    tokens: int [B, ...positions..., *index axes] (e.g. [B, h, w] or [B, h, w, Q] with
+    index_axes=1; all a position's indices are masked together). Returns (masked tokens, same shape,
+    mask_token_id where masked; mask bool [B, N], N = the number of positions, row-major).
+    """
+    batch = tokens.shape[0]
+    position_shape = tokens.shape[1 : tokens.ndim - index_axes]
+    num_positions = math.prod(position_shape)
+    ratio_rng, order_rng = jax.random.split(rng)
+    ratio = mask_schedule.sample_mask_ratio(ratio_rng, (batch,), schedule, num_positions)
+    ratio = jnp.maximum(ratio, jnp.float32(min_mask_rate))
+    count = jnp.clip(jnp.ceil(ratio * num_positions), 1, num_positions).astype(jnp.int32)  # [B]
+    scores = jax.random.uniform(order_rng, (batch, num_positions))
+    ranks = jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
+    mask = ranks < count[:, None]  # [B, N], exactly count[b] True
+    spatial = mask.reshape(batch, *position_shape, *([1] * index_axes))
+    masked = jnp.where(spatial, jnp.asarray(mask_token_id, tokens.dtype), tokens)
+    return masked, mask
+
+
+def drop_labels(rng: Array, labels: Array, null_label: int, rate: float) -> Array:
+    """Classifier-free guidance training: each label becomes `null_label` with probability rate."""
+    drop = jax.random.bernoulli(rng, rate, labels.shape)
+    return jnp.where(drop, jnp.asarray(null_label, labels.dtype), labels)
+
+
+def _per_position(values: Array, mask: Array) -> Array:
+    """[B, ...] per-element values -> [B, N] means over everything after the positions."""
+    return values.reshape(*mask.shape, -1).mean(axis=-1)
+
+
+def _masked_mean(per_position: Array, mask: Array) -> Array:
+    weights = mask.astype(jnp.float32)
+    return jnp.sum(per_position * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def masked_cross_entropy(
+    logits: Array, targets: Array, mask: Array, label_smoothing: float = 0.1
+) -> Array:
+    """Mean cross-entropy over the masked positions (and a position's Q indices), float32 scalar.
+
+    logits [B, ...positions..., (Q,) V], targets int logits.shape[:-1], mask bool [B, N] (as
+    `mask_tokens` returns it). Label smoothing mixes the one-hot target with uniform (1/V each).
+    """
+    logits = logits.astype(jnp.float32)
+    num_classes = logits.shape[-1]
+    one_hot = jax.nn.one_hot(targets, num_classes, dtype=jnp.float32)
+    smoothed = one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+    loss = optax.softmax_cross_entropy(logits, smoothed)  # [B, ..., (Q)]
+    return _masked_mean(_per_position(loss, mask), mask)
+
+
+def masked_bit_cross_entropy(
+    bit_logits: Array, targets: Array, mask: Array, label_smoothing: float = 0.0
+) -> Array:
+    """Bits mode: mean binary cross-entropy over the bits of the masked positions.
+
+    bit_logits [B, ...positions..., (Q,) b], targets int indices bit_logits.shape[:-1] (lfq
+    convention), mask bool [B, N]. Label smoothing pulls each bit target towards 1/2.
+    """
+    bits = indices_to_bits(targets, bit_logits.shape[-1]).astype(jnp.float32)
+    bits = bits * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    loss = optax.sigmoid_binary_cross_entropy(bit_logits.astype(jnp.float32), bits)
+    return _masked_mean(_per_position(loss, mask), mask)
+
+
+def masked_accuracy(logits: Array, targets: Array, mask: Array, prediction: str = "index") -> Array:
+    """Fraction of masked-position indices predicted exactly (argmax; bits: every bit right)."""
+    if prediction == "bits":
+        predicted = bits_to_indices(logits > 0)
+    else:
+        predicted = jnp.argmax(logits, axis=-1)
+    correct = (predicted == targets).astype(jnp.float32)
+    return _masked_mean(_per_position(correct, mask), mask)
+
+
+def loss_and_metrics(
+    logits: Array, targets: Array, mask: Array, prediction: str = "index",
+    label_smoothing: float = 0.1,
+) -> tuple[Array, dict[str, Array]]:
+    """(loss, {"loss", "accuracy", "mask_rate"}) for either prediction mode."""
+    if prediction == "bits":
+        loss = masked_bit_cross_entropy(logits, targets, mask, label_smoothing)
+    else:
+        loss = masked_cross_entropy(logits, targets, mask, label_smoothing)
+    metrics = {
+        "loss": loss,
+        "accuracy": masked_accuracy(logits, targets, mask, prediction),
+        "mask_rate": jnp.mean(mask.astype(jnp.float32)),
+    }
+    return loss, metrics
+
+
+# -- sampling ------------------------------------------------------------------------------------
+def sequence_logits_fn(model: MaskGIT, variables, grid: tuple[int, int]):
+    """`logits_fn(tokens [B, N(, Q)], labels) -> logits [B, N, (Q,) V or b]` for vqjax.sampling,
+    running `model` (inference mode) on the h x w `grid` (N = h*w)."""
+    height, width = grid
+
+    def logits_fn(tokens, labels):
+        batch = tokens.shape[0]
+        spatial = tokens.reshape(batch, height, width, *tokens.shape[2:])
+        logits = model.apply(variables, spatial, labels)
+        return logits.reshape(batch, height * width, *logits.shape[3:])
+
+    return logits_fn
+
+
+def generate(
+    model: MaskGIT,
+    variables,
+    rng: Array,
+    labels: Array | None = None,
+    *,
+    grid: tuple[int, int],
+    batch_size: int | None = None,
+    **decode_options,
+) -> parallel_decode.DecodeOutput:
+    """Sample token grids from scratch with parallel decoding; out.tokens [B, h, w(, Q)].
+
+    Batch size from `labels` [B], else `batch_size` (unconditional: the null label). Jit it with
+    the static options bound: `jax.jit(functools.partial(generate, model, grid=(16, 16)))`.
+    decode_options go to `parallel_decode.decode` (num_steps, temperature, top_k, top_p,
+    choice_temperature, guidance_scale, guidance_anneal, schedule, return_history).
+    """
+    if labels is None and batch_size is None:
+        raise ValueError(f"{MODEL}: generate needs labels [B] or batch_size")
+    batch = labels.shape[0] if labels is not None else int(batch_size)
+    if labels is None and model.num_classes is not None:
+        labels = jnp.full((batch,), model.null_label, jnp.int32)
+    height, width = grid
+    shape = (batch, height * width) + ((model.num_indices,) if model.index_axes else ())
+    tokens = jnp.full(shape, model.mask_token_id, jnp.int32)
+    decode_options.setdefault("prediction", model.prediction)
+    if decode_options.get("guidance_scale") is not None:
+        decode_options.setdefault("null_label", model.null_label)
+    out = parallel_decode.decode(
+        sequence_logits_fn(model, variables, grid), tokens, rng,
+        mask_token_id=model.mask_token_id, labels=labels, **decode_options,
+    )
+    spatial = out.tokens.reshape(batch, height, width, *shape[2:])
+    history = out.history
+    if history is not None:
+        history = history.reshape(history.shape[0], batch, height, width, *shape[2:])
+    return out._replace(tokens=spatial, history=history)
+
+
+def bit_logits_to_indices(bit_logits: Array) -> Array:
+    """Greedy bits mode prediction: bit logits [..., b] -> indices [...] (bit_i = logit_i > 0)."""
+    return bits_to_indices(bit_logits > 0)
