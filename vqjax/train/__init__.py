@@ -7,4 +7,8 @@ def run(config, workdir: str):
         from vqjax.train.tokenizer import train_and_evaluate
 
         return train_and_evaluate(config, workdir)
-    raise ValueError(f"config.trainer={config.trainer!r}; available: tokenizer")
+    if config.trainer == "maskgit":
+        from vqjax.train.maskgit import train_and_evaluate
+
+        return train_and_evaluate(config, workdir)
+    raise ValueError(f"config.trainer={config.trainer!r}; available: tokenizer, maskgit")

@@ -1,0 +1,64 @@
+r"""MaskGIT (Chang et al. 2022) over the tokens of a trained vqjax tokenizer.
+
+    python -m launch.train --config=configs/vitvqgan.py:tiny,dataset=vqjax_digits \
+        --workdir=/tmp/tok_digits                                  # 1. a tokenizer
+    python -m launch.train --config=configs/maskgit.py:tiny --workdir=/tmp/maskgit_digits \
+        --config.tokenizer_workdir=/tmp/tok_digits                 # 2. MaskGIT on its tokens
+    python -m launch.sample --workdir=/tmp/maskgit_digits --out=/tmp/samples --labels=0,1,2
+
+Variants: a size (tiny, S, B, L), `dataset=NAME` (tiny: the labelled built-in `vqjax_digits`),
+`res=PIXELS` (0: the tokenizer's training resolution). `--config.tokenizer_workdir` is required:
+the tokenizer (config, EMA params, quantizer state) is restored from its latest checkpoint and the
+MaskGIT is sized for its quantizer (`maskgit.for_quantizer`). Tokens are encoded on the fly.
+
+Paper defaults: cosine mask schedule, label smoothing 0.1, AdamW lr 1e-4 (b1 0.9, b2 0.96, weight
+decay 0.045), class dropout 0.1 (classifier-free guidance at sampling time), 8 decoding steps with
+choice temperature 4.5.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, ("tiny", "S", "B", "L"), res=0, dataset="")
+    tiny = arg.size == "tiny"
+    c = common.common(arg)  # dataset.image_size = res; 0: the tokenizer's resolution
+    c.trainer = "maskgit"
+    c.tokenizer_workdir = ""  # required: a tokenizer run's workdir (with a checkpoint)
+    c.dataset.name = arg.dataset or ("vqjax_digits" if tiny else "imagenet2012")
+    c.dataset.crop = "center" if tiny else "random_resized"
+    c.dataset.crop_area_min = 0.08
+
+    c.model = ml_collections.ConfigDict(dict(
+        size=arg.size,
+        num_classes=-1,  # -1: from the dataset's labels; 0: unconditional
+        prediction="",  # "": maskgit.for_quantizer decides ("index", or "bits" for huge lfq/bsq)
+        posemb="learned", tie_head=True, dropout=-1.0,  # -1: the size preset's dropout
+    ))
+    c.masking = ml_collections.ConfigDict(dict(
+        schedule="cosine", min_mask_rate=0.0, label_smoothing=0.1, class_dropout=0.1,
+    ))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam", lr=1e-4, b1=0.9, b2=0.96, weight_decay=0.045, warmup_steps=5_000,
+        schedule="cosine", grad_clip_norm=1.0,
+    ))
+    c.sample = ml_collections.ConfigDict(dict(
+        num_steps=8, temperature=1.0, choice_temperature=4.5, guidance_scale=0.0, top_k=0,
+        top_p=0.0, schedule="cosine", per_class=2,  # per_class: images per label in the grids
+    ))
+    c.compute_dtype = "bfloat16"
+    c.eval_every_steps = 0  # no eval loop yet (masked loss on the eval split is future work)
+    if tiny:
+        c.batch_size = 32
+        c.total_steps = 500
+        c.log_every_steps = 10
+        c.checkpoint_every_steps = 100
+        c.image_every_steps = 100
+        c.compute_dtype = "float32"
+        c.optimizer.lr = 1e-3
+        c.optimizer.warmup_steps = 20
+        c.dataset.flip = False  # digits are not mirror-symmetric
+    c.lock()
+    return c
