@@ -57,9 +57,10 @@ RANGE_TOLERANCE = 1e-3
 def check_range(model: str, images) -> None:
     """On concrete arrays (e.g. at `model.init` or in eager calls) check the [-1, 1] range; traced
     values inside `jit` cannot be checked without a host round trip and are left alone."""
-    if isinstance(images, jax.core.Tracer):
-        return
-    low, high = float(jnp.min(images)), float(jnp.max(images))
+    try:
+        low, high = float(jnp.min(images)), float(jnp.max(images))
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return  # traced (inside jit/grad): no host round trip
     if low < -1.0 - RANGE_TOLERANCE or high > 1.0 + RANGE_TOLERANCE:
         hint = " (looks like [0, 255]: use x / 127.5 - 1)" if high > 2.0 else ""
         raise ValueError(
