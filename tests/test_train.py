@@ -74,7 +74,8 @@ def test_restore_onto_another_mesh(eight_device_run, data_dir, num_devices, fsdp
 
 def test_nonfinite_steps_are_skipped_or_stop_the_run(data_dir, tmp_path):
     config = micro_config(data_dir, **{"optimizer.lr": float("nan"), "total_steps": 4,
-                                       "eval_every_steps": 0, "image_every_steps": 100})
+                                       "eval_every_steps": 0, "image_every_steps": 100,
+                                       "mesh.num_devices": 1})
     metrics = train_and_evaluate(config, str(tmp_path / "skip"))
     assert metrics["train/skipped_steps"] == 4.0 and metrics["train/finite"] == 0.0
     with pytest.raises(NonFiniteError, match="nonfinite"):
@@ -83,7 +84,7 @@ def test_nonfinite_steps_are_skipped_or_stop_the_run(data_dir, tmp_path):
 
 
 def test_missing_dataset_is_a_clear_error(data_dir, tmp_path):
-    config = micro_config(data_dir, **{"dataset.name": "no_such_dataset"})
+    config = micro_config(data_dir, **{"dataset.name": "no_such_dataset", "mesh.num_devices": 1})
     with pytest.raises(Exception, match="no_such_dataset"):
         train_and_evaluate(config, str(tmp_path / "missing"))
 
@@ -176,3 +177,26 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
     for key in ("eval/psnr", "eval/usage", "eval/examples"):
         assert eval_multi[key] == pytest.approx(eval_single[key], rel=1e-4), key
     assert len(list((multi / "images").glob("*.png"))) == 1
+
+
+def test_gradient_accumulation_matches_full_batch(data_dir):
+    """With a stateless quantizer (fsq) and no batch-coupled terms (no GAN), accumulating two
+    micro-batches gives the full batch's gradient, so the updated params agree."""
+    overrides = {"quantizer.name": "fsq", "loss.adversarial_weight": 0.0}
+    results = []
+    for accum in (1, 2):
+        config = micro_config(data_dir, grad_accum_steps=accum, **overrides)
+        mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
+        trainer = TokenizerTrainer(config, mesh)
+        state = jax.jit(trainer.init_state)(jax.random.key(0))
+        images = jax.random.uniform(jax.random.key(1), (8, 16, 16, 3), minval=-1.0, maxval=1.0)
+        new_state, metrics = jax.jit(trainer.train_step)(state, {"image": images})
+        results.append((new_state, metrics))
+    (one, m1), (two, m2) = results
+    assert float(m1["train/finite"]) == float(m2["train/finite"]) == 1.0
+    np.testing.assert_allclose(float(m1["train/grad_norm"]), float(m2["train/grad_norm"]),
+                               rtol=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                         atol=1e-6), one.params, two.params)
+    with pytest.raises(ValueError, match="grad_accum_steps=3"):
+        TokenizerTrainer(micro_config(data_dir, grad_accum_steps=3), mesh)
