@@ -1,0 +1,45 @@
+"""The notebooks run top to bottom (nbclient, the venv's ipykernel) on a tiny budget."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quantizer_ablation_notebook(tmp_path):
+    path = REPO / "notebooks" / "quantizer_ablation.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    runs = tmp_path / "runs"
+    env = dict(os.environ)
+    env.update({
+        "VQJAX_NOTEBOOK_STEPS": "4", "VQJAX_NOTEBOOK_RES": "16", "VQJAX_NOTEBOOK_BATCH": "8",
+        "VQJAX_NOTEBOOK_WORKDIR": str(runs),
+        "TFDS_DATA_DIR": str(tmp_path / "tfds"),  # the built-in dataset is built there
+        # One CPU device, and XLA:CPU's cheap compile (six train steps to compile, four steps each
+        # to run: compiling dominates; cached in $JAX_COMPILATION_CACHE_DIR for the next run).
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 "
+                     "--xla_llvm_disable_expensive_passes=true",
+        "JAX_PLATFORMS": "cpu",
+        "MPLBACKEND": "Agg",
+    })
+    client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute(env=env)  # raises CellExecutionError (with the cell's traceback) on error
+    finally:
+        nbformat.write(notebook, tmp_path / path.name)  # the executed copy, for inspection
+    for name in ("quantizer_ablation.png", "reconstructions.png", "quantizer_ablation.md"):
+        assert (runs / name).stat().st_size > 0, name
+    table = (runs / "quantizer_ablation.md").read_text()
+    for name in ("vq", "vq_rotation", "fsq", "lfq", "bsq", "simvq"):
+        assert f"| {name} |" in table, name
+        assert len(list(runs.glob(f"{name}_steps4_*/images/reconstructions_00000004.png"))) == 1
+    assert "nan" not in table
+    errors = [out for cell in notebook.cells if cell.cell_type == "code"
+              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert not errors
