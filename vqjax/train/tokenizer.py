@@ -465,13 +465,17 @@ def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> d
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
         train=False, data_dir=ds.data_dir or None, num_workers=0)
     totals = None
-    for _ in range(batches):
+    for b in range(batches):
         try:
             local = next(it)
         except StopIteration:  # the eval split is smaller than eval_examples
             break
+        # Count exactly eval_examples images: rows past it in the last batch are masked out.
+        rows = local["mask"].shape[0]
+        first = b * batch_size + jax.process_index() * rows
+        mask = local["mask"] & (first + np.arange(rows) < config.eval_examples)
         batch = mesh_lib.global_batch(mesh, {"image": local["image"],
-                                             "mask": local["mask"].astype(np.float32)})
+                                             "mask": mask.astype(np.float32)})
         sums = to_host(eval_sums(state.ema_params, state.quantizer_state, batch["image"],
                                  batch["mask"]))
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
