@@ -138,6 +138,10 @@ def bench_torch(case: Case, row: Row, repeats: int) -> None:
     if case.tokens * case.codebook_size * 4 > 8 * 2**30 and case.torch_factory.startswith("vq"):
         row.torch_note = f"skipped: its full [N, K] distance matrix is {case.tokens * case.codebook_size * 4 / 2**30:.0f} GiB"
         return
+    if case.torch_factory == "lfq" and case.tokens * case.codebook_size * 4 > 2 * 2**30:
+        row.torch_note = (f"skipped: its entropy term builds an [N, 2^16] array "
+                          f"({case.tokens * case.codebook_size * 4 / 2**30:.0f} GiB)")
+        return
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     d, k = case.dim, case.codebook_size
