@@ -102,3 +102,21 @@ def common(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         image_size=arg.res, crop="random_resized", crop_area_min=0.08, flip=True, num_workers=0,
     ))
     return c
+
+
+def tiny_tokenizer(c: ml_collections.ConfigDict) -> None:
+    """The CPU-sized settings every `tiny` tokenizer config shares (minutes on 2 cores)."""
+    c.batch_size = 16
+    c.total_steps = 200
+    c.log_every_steps = 10
+    c.checkpoint_every_steps = 100
+    c.eval_every_steps = 100
+    c.eval_examples = 32
+    c.image_every_steps = 100
+    c.compute_dtype = "float32"
+    c.optimizer.lr = 1e-3
+    c.loss.perceptual_weight = 0.0  # VGG16 dominates a tiny CPU step; opt in with 0.1
+    c.loss.disc_start_step = 100
+    c.discriminator.filters = 16
+    c.discriminator.channel_multipliers = (1, 2, 2)
+    c.dataset.crop_area_min = 0.35

@@ -37,20 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.discriminator = common.discriminator_config(lr=1e-4, b1=0.9, b2=0.99)
     c.ema_decay = 0.999
     if tiny:
-        c.batch_size = 16
-        c.total_steps = 200
-        c.log_every_steps = 10
-        c.checkpoint_every_steps = 100
-        c.eval_every_steps = 100
-        c.eval_examples = 32
-        c.image_every_steps = 100
-        c.compute_dtype = "float32"
-        c.optimizer.lr = 1e-3
+        common.tiny_tokenizer(c)
         c.optimizer.warmup_steps = 20
-        c.loss.perceptual_weight = 0.0  # VGG16 dominates a tiny CPU step; opt in with 0.1
-        c.loss.disc_start_step = 100
-        c.discriminator.filters = 16
-        c.discriminator.channel_multipliers = (1, 2, 2)
-        c.dataset.crop_area_min = 0.35
     c.lock()
     return c
