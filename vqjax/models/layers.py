@@ -10,8 +10,9 @@ channels to hand it, so that changing the quantizer's name in a config is the on
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import einops
 import flax.linen as nn
@@ -24,6 +25,45 @@ Dtype = Any
 
 FEED_FORWARD_TYPES = ("mlp", "geglu", "swiglu")
 POSEMB_TYPES = ("learned", "sincos2d")
+
+
+# -- transformer sizes -------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TransformerSize:
+    """Shape of one transformer stack."""
+
+    num_layers: int
+    width: int
+    num_heads: int
+    mlp_dim: int
+
+
+def resolve_transformer_size(model: str, size, sizes: Mapping[str, TransformerSize],
+                             field: str) -> TransformerSize:
+    """A name in `sizes`, a TransformerSize, or a 4-tuple / mapping of its fields; checked."""
+    if isinstance(size, TransformerSize):
+        resolved = size
+    elif isinstance(size, str):
+        if size not in sizes:
+            raise ValueError(f"{model}: unknown `{field}` {size!r}; choose one of {list(sizes)}")
+        resolved = sizes[size]
+    elif isinstance(size, Mapping):
+        resolved = TransformerSize(**dict(size))
+    elif isinstance(size, Sequence) and len(size) == 4:
+        resolved = TransformerSize(*map(int, size))
+    else:
+        raise ValueError(
+            f"{model}: `{field}` must be a size name {list(sizes)}, a TransformerSize or a "
+            f"(num_layers, width, num_heads, mlp_dim) tuple; got {size!r}"
+        )
+    if min(resolved.num_layers, resolved.width, resolved.num_heads, resolved.mlp_dim) < 1:
+        raise ValueError(f"{model}: every entry of `{field}` must be >= 1, got {resolved}")
+    if resolved.width % resolved.num_heads:
+        raise ValueError(
+            f"{model}: `{field}` width {resolved.width} is not divisible by its num_heads "
+            f"{resolved.num_heads}"
+        )
+    return resolved
 
 
 # -- input checks ------------------------------------------------------------------------------

@@ -46,9 +46,8 @@ MaskBit's). S/B/L use dropout 0.1 (MaskGIT's); tiny none.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -67,12 +66,7 @@ MAX_BITS = 30  # the mask id 2^b must fit in int32
 BITS_ABOVE_CODEBOOK_SIZE = 2**16
 
 
-@dataclasses.dataclass(frozen=True)
-class TransformerSize:
-    num_layers: int
-    width: int
-    num_heads: int
-    mlp_dim: int
+TransformerSize = layers.TransformerSize
 
 
 SIZES: dict[str, TransformerSize] = {
@@ -92,28 +86,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def resolve_size(size) -> TransformerSize:
     """A size name in SIZES, a TransformerSize, or a 4-tuple / mapping of its fields."""
-    if isinstance(size, TransformerSize):
-        resolved = size
-    elif isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"{MODEL}: unknown `size` {size!r}; choose one of {list(SIZES)}")
-        resolved = SIZES[size]
-    elif isinstance(size, Mapping):
-        resolved = TransformerSize(**dict(size))
-    elif isinstance(size, Sequence) and len(size) == 4:
-        resolved = TransformerSize(*map(int, size))
-    else:
-        raise ValueError(
-            f"{MODEL}: `size` must be a name {list(SIZES)}, a TransformerSize or a "
-            f"(num_layers, width, num_heads, mlp_dim) tuple; got {size!r}"
-        )
-    if min(resolved.num_layers, resolved.width, resolved.num_heads, resolved.mlp_dim) < 1:
-        raise ValueError(f"{MODEL}: every entry of `size` must be >= 1, got {resolved}")
-    if resolved.width % resolved.num_heads:
-        raise ValueError(
-            f"{MODEL}: width {resolved.width} is not divisible by num_heads {resolved.num_heads}"
-        )
-    return resolved
+    return layers.resolve_transformer_size(MODEL, size, SIZES, "size")
 
 
 EMBEDDING_STD = 0.02  # BERT / MaskGIT

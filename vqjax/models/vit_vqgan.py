@@ -29,8 +29,7 @@ ValueError naming the field. The [-1, 1] value range is not checked (inputs are 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import einops
 import flax.linen as nn
@@ -46,14 +45,7 @@ Array = jax.Array
 MODEL = "vit_vqgan"
 
 
-@dataclasses.dataclass(frozen=True)
-class ViTSize:
-    """Shape of one ViT stack (encoder or decoder)."""
-
-    num_layers: int
-    width: int
-    num_heads: int
-    mlp_dim: int
+ViTSize = layers.TransformerSize  # shape of one ViT stack (encoder or decoder)
 
 
 SIZES: dict[str, ViTSize] = {
@@ -80,29 +72,7 @@ DEFAULT_VQ_OPTIONS = {"codebook_size": 8192, "codebook_dim": 32, "use_cosine_sim
 
 def resolve_size(size, field: str) -> ViTSize:
     """A size name, a ViTSize, a (num_layers, width, num_heads, mlp_dim) tuple or a mapping."""
-    if isinstance(size, ViTSize):
-        resolved = size
-    elif isinstance(size, str):
-        if size not in SIZES:
-            raise ValueError(f"{MODEL}: unknown `{field}` {size!r}; choose one of {list(SIZES)}")
-        resolved = SIZES[size]
-    elif isinstance(size, Mapping):
-        resolved = ViTSize(**dict(size))
-    elif isinstance(size, Sequence) and len(size) == 4:
-        resolved = ViTSize(*map(int, size))
-    else:
-        raise ValueError(
-            f"{MODEL}: `{field}` must be a size name {list(SIZES)}, a ViTSize or a "
-            f"(num_layers, width, num_heads, mlp_dim) tuple; got {size!r}"
-        )
-    if min(resolved.num_layers, resolved.width, resolved.num_heads, resolved.mlp_dim) < 1:
-        raise ValueError(f"{MODEL}: every entry of `{field}` must be >= 1, got {resolved}")
-    if resolved.width % resolved.num_heads:
-        raise ValueError(
-            f"{MODEL}: `{field}` width {resolved.width} is not divisible by its num_heads "
-            f"{resolved.num_heads}"
-        )
-    return resolved
+    return layers.resolve_transformer_size(MODEL, size, SIZES, field)
 
 
 def quantizer_options_for(quantizer, options) -> dict:
