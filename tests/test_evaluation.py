@@ -14,7 +14,6 @@ import scipy.linalg
 
 from vqjax import evaluation
 from vqjax.evaluation import codebook as codebook_lib
-from vqjax.evaluation import fid as fid_lib
 from vqjax.evaluation import inception as inception_lib
 
 # -- Frechet distance ------------------------------------------------------------------------------
@@ -69,28 +68,66 @@ def test_fid_of_a_set_with_itself_is_zero_also_when_singular():
     np.testing.assert_allclose(fid, want, rtol=1e-5)
 
 
-def test_frechet_distance_eps_retry_and_imaginary_check(monkeypatch):
+def _pytorch_fid_frechet(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """pytorch-fid's `calculate_frechet_distance` (scipy sqrtm of the product, eps retry when it
+    is not finite, imaginary parts dropped): the independent reference."""
+    import warnings
+
+    diff = mu1 - mu2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Matrix is singular and may not have a square root"
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        assert np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
+        covmean = covmean.real
+    return diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+
+
+@pytest.mark.parametrize("dim,n1,n2", [
+    (64, 500, 700),    # well-conditioned
+    (64, 20, 30),      # both rank-deficient: fewer samples than dimensions
+    (96, 40, 400),     # one rank-deficient
+    (256, 1000, 1000),
+])
+def test_frechet_distance_matches_scipy_sqrtm(dim, n1, n2):
+    """The eigenvalue computation against pytorch-fid's sqrtm formula, on ReLU-like features."""
+    rng = np.random.default_rng(dim + n1)
+    mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    x1 = np.maximum(rng.standard_normal((n1, dim)) @ mix, 0)
+    x2 = np.maximum(rng.standard_normal((n2, dim)) @ mix + 0.05, 0)
+    a, b = evaluation.feature_statistics(x1), evaluation.feature_statistics(x2)
+    if n1 < dim:
+        assert np.linalg.matrix_rank(a.sigma) < dim
+    got = evaluation.frechet_distance_from_stats(a, b)
+    want = _pytorch_fid_frechet(a.mu, a.sigma, b.mu, b.sigma)
+    # ~1e-13 when well-conditioned, ~1e-8 when singular (sqrtm's noise on zero eigenvalues)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got > 0
+    np.testing.assert_allclose(evaluation.frechet_distance_from_stats(b, a), got, rtol=1e-7)
+
+
+def test_frechet_distance_eps_and_invalid_covariances():
     rng = np.random.default_rng(1)
-    s1, s2, mu = _random_spd(rng, 6), _random_spd(rng, 6), np.zeros(6)
-    calls = []
-    real_sqrtm = scipy.linalg.sqrtm
-
-    def nan_first(a):  # the first product is "singular": sqrtm returns non-finite
-        calls.append(a)
-        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
-
-    monkeypatch.setattr(fid_lib.scipy.linalg, "sqrtm", nan_first)
-    with pytest.warns(RuntimeWarning, match="singular"):
-        got = evaluation.frechet_distance(mu, s1, mu, s2, eps=1e-6)
-    offset = 1e-6 * np.eye(6)
-    np.testing.assert_allclose(calls[1], (s1 + offset) @ (s2 + offset))
-    # sqrt of the offset product, traces of the original covariances (as pytorch-fid)
-    want = _frechet_by_eigh(mu, s1 + offset, mu, s2 + offset) - 2 * np.trace(offset)
+    s1, s2, mu = _random_spd(rng, 6, rank=3), _random_spd(rng, 6), np.zeros(6)
+    # eps adds eps * I in the square root term only, as pytorch-fid's retry
+    got = evaluation.frechet_distance(mu, s1, mu, s2, eps=1e-3)
+    offset = 1e-3 * np.eye(6)
+    covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset)).real
+    want = np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
     np.testing.assert_allclose(got, want, rtol=1e-9)
-
-    monkeypatch.setattr(fid_lib.scipy.linalg, "sqrtm", lambda a: real_sqrtm(a) + 0.1j)
-    with pytest.raises(ValueError, match="imaginary"):
-        evaluation.frechet_distance(mu, s1, mu, s2)
+    # rounding asymmetry is averaged away; what is not a covariance raises
+    noisy = s2 + 1e-12 * rng.standard_normal((6, 6))
+    np.testing.assert_allclose(evaluation.frechet_distance(mu, s1, mu, noisy),
+                               evaluation.frechet_distance(mu, s1, mu, s2), rtol=1e-6)
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        evaluation.frechet_distance(mu, s1, mu, s2 - 2 * np.trace(s2) * np.eye(6))
+    with pytest.raises(ValueError, match="not symmetric"):
+        evaluation.frechet_distance(mu, s1, mu, s2 + np.triu(np.ones((6, 6)), 1))
+    with pytest.raises(ValueError, match="not finite"):
+        evaluation.frechet_distance(mu, s1 * np.nan, mu, s2)
 
 
 # -- Inception Score -------------------------------------------------------------------------------

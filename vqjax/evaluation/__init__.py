@@ -15,6 +15,7 @@ from vqjax.evaluation.fid import (
     load_stats,
     save_stats,
     stats_from_batches,
+    trace_sqrt_product,
 )
 from vqjax.evaluation.image_metrics import psnr, ssim
 from vqjax.evaluation.inception import (
@@ -34,5 +35,5 @@ __all__ = [
     "feature_statistics", "frechet_distance", "frechet_distance_from_stats", "images_from_uint8",
     "inception_features", "inception_score", "init_inception_params", "load_inception_params",
     "load_stats", "perplexity_from_counts", "psnr", "save_stats", "ssim", "stats_from_batches",
-    "usage_from_counts",
+    "trace_sqrt_product", "usage_from_counts",
 ]

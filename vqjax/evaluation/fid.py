@@ -6,12 +6,18 @@
         stats.update(pool3)
     fid = frechet_distance_from_stats(stats.result(), load_stats("imagenet_val_256.npz"))
 
-- FID (Heusel et al. 2017): ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between Gaussians fitted
-  to InceptionV3 pool3 features, computed as pytorch-fid's `calculate_frechet_distance` does:
-  float64, `scipy.linalg.sqrtm`; if the square root is not finite (a singular product), retry with
-  `eps * I` added to both covariances; a complex result whose diagonal has imaginary parts above
-  1e-3 is an error, smaller ones are numerical noise and dropped. Covariances are unbiased
-  (ddof=1, `np.cov`'s default, as pytorch-fid).
+- FID (Heusel et al. 2017): ||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)) between
+  Gaussians fitted to InceptionV3 pool3 features, in float64. The trace of the matrix square root
+  comes from symmetric eigendecompositions instead of pytorch-fid's `scipy.linalg.sqrtm(S1 @ S2)`:
+  S1 S2 is similar to the symmetric PSD matrix S1^(1/2) S2 S1^(1/2), so tr((S1 S2)^(1/2)) is the sum
+  of the square roots of that matrix's eigenvalues (`np.linalg.eigh` for S1^(1/2), `eigvalsh`
+  for the rest; eigenvalues below 0, rounding noise of singular covariances, count as 0). Same
+  value as pytorch-fid's `calculate_frechet_distance` (tested against its sqrtm: 1e-13 relative
+  when well-conditioned, 1e-8 with fewer samples than dimensions, where sqrtm's own noise on the
+  zero eigenvalues is the difference), 3-5x faster at 2048-d (6-7 s against 22-27 s on one core),
+  and never singular: no `eps * I` retry is needed (pass `eps` to add it anyway), no imaginary
+  parts to drop.
+  Covariances are unbiased (ddof=1, `np.cov`'s default, as pytorch-fid).
 - Streaming statistics: per-batch means and centred scatter matrices merged with Chan et al.'s
   pairwise update (exact in exact arithmetic, and free of the cancellation of
   `E[xx^T] - mu mu^T` in floating point); equal to `np.mean` / `np.cov` over all features.
@@ -29,13 +35,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from vqjax.evaluation.host import to_host
 
@@ -125,9 +129,51 @@ def feature_statistics(features: Any) -> FeatureStatistics:
 # -- Frechet distance ------------------------------------------------------------------------------
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), float64 (pytorch-fid's
-    `calculate_frechet_distance`, including its eps retry and imaginary-part check)."""
+# An eigenvalue below -NEGATIVE_TOLERANCE x the largest is not rounding noise: the matrix is not a
+# covariance (pytorch-fid's analogue: imaginary parts above 1e-3 on sqrtm's diagonal raise).
+NEGATIVE_TOLERANCE = 1e-3
+
+
+def _checked_eigenvalues(eigenvalues: np.ndarray, what: str) -> np.ndarray:
+    """`eigenvalues` with rounding noise below zero clipped to 0; clearly negative ones raise."""
+    scale = max(float(np.max(np.abs(eigenvalues), initial=0.0)), np.finfo(np.float64).tiny)
+    if eigenvalues.size and eigenvalues.min() < -NEGATIVE_TOLERANCE * scale:
+        raise ValueError(f"frechet_distance: {what} has eigenvalue {eigenvalues.min():.6g} "
+                         f"(largest {scale:.6g}): not a positive semi-definite covariance")
+    return np.clip(eigenvalues, 0.0, None)
+
+
+def _symmetric(sigma: np.ndarray, name: str) -> np.ndarray:
+    asymmetry = np.max(np.abs(sigma - sigma.T), initial=0.0)
+    if asymmetry > NEGATIVE_TOLERANCE * max(np.max(np.abs(sigma), initial=0.0), 1e-300):
+        raise ValueError(f"frechet_distance: {name} is not symmetric (max |S - S^T| = "
+                         f"{asymmetry:.3g}): not a covariance")
+    return (sigma + sigma.T) / 2  # eigh reads one triangle: average rounding asymmetry away
+
+
+def trace_sqrt_product(sigma1, sigma2) -> float:
+    """tr((S1 S2)^(1/2)) of symmetric PSD S1, S2 [D, D], float64: sum of sqrt(eigenvalues of
+    S1^(1/2) S2 S1^(1/2)), a symmetric PSD matrix similar to S1 S2 (S1^(1/2) by `eigh`)."""
+    sigma1 = _symmetric(np.asarray(sigma1, np.float64), "sigma1")
+    sigma2 = _symmetric(np.asarray(sigma2, np.float64), "sigma2")
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(_checked_eigenvalues(w, "sigma1"))) @ v.T       # S1^(1/2) [D, D]
+    inner = root1 @ sigma2 @ root1
+    inner = (inner + inner.T) / 2
+    eigenvalues = _checked_eigenvalues(np.linalg.eigvalsh(inner), "S1^(1/2) sigma2 S1^(1/2)")
+    return float(np.sum(np.sqrt(eigenvalues)))
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 0.0) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), float64.
+
+    The value of pytorch-fid's `calculate_frechet_distance` (||mu1 - mu2||^2 + tr(S1) + tr(S2)
+    - 2 tr((S1 S2)^(1/2))), with the trace of the square root from eigenvalues
+    (`trace_sqrt_product`) rather than `scipy.linalg.sqrtm`: 3-5x faster at 2048-d and finite
+    for singular covariances too. `eps > 0` adds eps * I to both covariances in the square-root
+    term only, as pytorch-fid's retry when its sqrtm of a singular product is not finite (it uses
+    1e-6); by default nothing is added, as pytorch-fid whenever its sqrtm succeeds.
+    """
     mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
@@ -137,25 +183,17 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     if sigma1.shape != sigma2.shape or sigma1.shape != (mu1.shape[0],) * 2:
         raise ValueError(f"frechet_distance: covariances {sigma1.shape}, {sigma2.shape} do not "
                          f"match the means {mu1.shape}")
+    for name, value in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"frechet_distance: {name} is not finite")
     diff = mu1 - mu2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # singular products: handled below
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.all(np.isfinite(covmean)):
-        warnings.warn(f"frechet_distance: singular product of covariances; adding {eps} to the "
-                      "diagonals", RuntimeWarning, stacklevel=2)
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"frechet_distance: imaginary component "
-                             f"{np.max(np.abs(covmean.imag))} in sqrtm(sigma1 sigma2)")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    offset = np.eye(sigma1.shape[0]) * eps if eps else 0.0
+    tr_covmean = trace_sqrt_product(sigma1 + offset, sigma2 + offset)
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
 def frechet_distance_from_stats(a: FeatureStatistics, b: FeatureStatistics,
-                                eps: float = 1e-6) -> float:
+                                eps: float = 0.0) -> float:
     """FID between two `FeatureStatistics`."""
     return frechet_distance(a.mu, a.sigma, b.mu, b.sigma, eps)
 
