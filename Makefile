@@ -23,4 +23,4 @@ test: setup
 	$(PY) -m pytest -n 2 -q tests
 
 bench: setup
-	$(PY) -m bench.quantizers
+	$(PY) -m bench

@@ -16,21 +16,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
-import re
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vqjax import quantizers
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench.quantizers:begin -->", "<!-- bench.quantizers:end -->"
+from bench import common
+
+DOC = common.DOC
 
 
 @dataclasses.dataclass
@@ -211,35 +207,29 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def environment() -> str:
-    versions = [f"jax {jax.__version__}", f"numpy {np.__version__}"]
+def torch_versions() -> str:
+    """The PyTorch peer's versions, when it is installed."""
     try:
-        import torch
-        import vector_quantize_pytorch  # noqa: F401
         from importlib.metadata import version
 
-        versions += [f"torch {torch.__version__}",
-                     f"vector-quantize-pytorch {version('vector-quantize-pytorch')}"]
+        import torch
+        import vector_quantize_pytorch  # noqa: F401
     except ImportError:
-        pass
-    device = jax.devices()[0]
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"JAX device {device.platform}:{device.device_kind}; " + ", ".join(versions))
+        return ""
+    return (f"torch {torch.__version__}, "
+            f"vector-quantize-pytorch {version('vector-quantize-pytorch')}")
 
 
-def write_doc(table: str, command: str) -> None:
-    section = (f"{BEGIN}\nCommand: `{command}`  \nMachine: {environment()}  \n"
-               f"Date: {time.strftime('%Y-%m-%d')}\n\n{table}\n{END}")
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Quantizers\n\n" + section + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
+def environment() -> str:
+    return common.machine() + "; " + ", ".join(filter(None, [common.versions(), torch_versions()]))
 
 
-def main(argv=None) -> None:
+def write_doc(table: str, command: str, doc=common.DOC) -> None:
+    body = f"{common.header(command, torch_versions())}\n\n{table}"
+    common.write_section("quantizers", "Quantizers", body, doc)
+
+
+def main(argv=None, command: str | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; do not write the doc")
     parser.add_argument("--repeats", type=int, default=None)
@@ -264,7 +254,7 @@ def main(argv=None) -> None:
     table = format_table(rows)
     print(table)
     if not args.quick and not args.no_write:
-        write_doc(table, "python -m bench.quantizers " + " ".join(argv or sys.argv[1:]))
+        write_doc(table, command or common.command_line("bench.quantizers", argv))
         print(f"wrote {DOC}")
 
 

@@ -1,0 +1,228 @@
+"""Tokenizer train step benchmark: images/s, MFU and memory of the ViT-VQGAN step, tiny/S/B.
+
+    python -m bench.train_step                # every size; rewrites its table in docs/benchmarks.md
+    python -m bench.train_step --quick        # tiny only, prints only
+
+The step is the trainer's own (`TokenizerTrainer.train_step`: generator forward/backward with the
+quantizer, StyleGAN discriminator forward/backward, Adam for both, EMA, the non-finite guard),
+compiled once with `jax.jit` (state donated) on a one-device mesh, fed a fixed random batch already
+on the device (no input pipeline). Timed steps follow one warm-up step; the table gives the median.
+
+FLOPs per step come from XLA's cost analysis of the compiled step (`perf.compiled_flops_per_device`);
+MFU is achieved FLOP/s over a *measured* peak: the best rate of a large matmul in the step's compute
+dtype on the same device (`perf.measured_matmul_peak`), not a spec-sheet figure. Memory is XLA's
+static estimate for the compiled step (arguments + outputs + temporaries, less donated aliases);
+on GPU/TPU the allocator's peak bytes in use is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+
+from bench import common
+
+
+@dataclasses.dataclass
+class Case:
+    size: str  # configs/vitvqgan.py variant: tiny, S, B
+    resolution: int
+    batch_size: int
+    compute_dtype: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} {self.resolution}px batch {self.batch_size}"
+
+
+@dataclasses.dataclass
+class Row:
+    case: Case
+    step_s: float
+    flops_per_step: float
+    peak_flops: float  # measured matmul FLOP/s of the device, in the case's compute dtype
+    memory_bytes: int
+    device_peak_bytes: int | None
+    num_params: int
+    steps_timed: int
+
+    @property
+    def images_per_s(self) -> float:
+        return self.case.batch_size / self.step_s
+
+    @property
+    def mfu(self) -> float:
+        return self.flops_per_step / self.step_s / self.peak_flops if self.peak_flops else 0.0
+
+
+def cases(quick: bool, platform: str) -> list[Case]:
+    """CPU: small resolutions and batches so that S and B finish in about a minute on 2 cores.
+    Accelerators: the configs' own resolution (256 px for S/B) and dtype, batches that fit."""
+    if quick:
+        return [Case("tiny", 32, 8, "float32")]
+    if platform == "cpu":
+        return [Case("tiny", 32, 16, "float32"), Case("tiny", 32, 64, "float32"),
+                Case("S", 128, 2, "float32"), Case("B", 128, 2, "float32")]
+    return [Case("tiny", 32, 256, "float32"), Case("S", 256, 32, "bfloat16"),
+            Case("B", 256, 16, "bfloat16")]
+
+
+def make_config(case: Case):
+    """configs/vitvqgan.py:SIZE,res=PIXELS with the batch and dtype of the case; perceptual loss
+    off (LPIPS/VGG16 is a separate network; `tiny` already has it off)."""
+    from configs import vitvqgan
+
+    config = vitvqgan.get_config(f"{case.size},res={case.resolution}")
+    config.batch_size = case.batch_size
+    config.compute_dtype = case.compute_dtype
+    config.loss.perceptual_weight = 0.0
+    config.grad_accum_steps = 1
+    return config
+
+
+def matmul_peak(device, dtype_name: str) -> float:
+    """Measured right after each case's steps: on a shared machine the rate varies with load."""
+    import jax.numpy as jnp
+
+    from vqjax.train import perf
+
+    return perf.measured_matmul_peak(device, getattr(jnp, dtype_name))
+
+
+_COMPILED: dict = {}  # (case, device ids) -> (trainer, compiled step, state shardings)
+
+
+def compile_step(case: Case, devices):
+    """(trainer, compiled step, fresh state, batch) for `case` on a data-parallel mesh of
+    `devices`, as the trainer's loop builds them. The compiled step is kept for the process, so
+    benchmarks sharing a case and mesh (train_step's tiny, scaling's 1 device) compile it once."""
+    import jax
+    import jax.numpy as jnp
+
+    from vqjax.train import mesh as mesh_lib
+    from vqjax.train.tokenizer import TokenizerTrainer
+
+    mesh = mesh_lib.make_mesh(devices=list(devices))
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    key = (dataclasses.astuple(case), tuple(d.id for d in devices))
+    if key not in _COMPILED:
+        config = make_config(case)
+        trainer = TokenizerTrainer(config, mesh)
+        abstract, shardings = trainer.state_shardings()
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                abstract, shardings)
+        batch_spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *trainer.image_shape),
+                                                    jnp.float32, sharding=batch_sharding)}
+        step = jax.jit(trainer.train_step, in_shardings=(shardings, batch_sharding),
+                       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+        _COMPILED[key] = (trainer, step.lower(abstract, batch_spec).compile(), shardings)
+    trainer, compiled, shardings = _COMPILED[key]
+    state = jax.jit(trainer.init_state, out_shardings=shardings)(
+        jax.random.key(trainer.config.seed))
+    images = jax.random.uniform(jax.random.key(1), (case.batch_size, *trainer.image_shape),
+                                jnp.float32, -1.0, 1.0)
+    batch = {"image": jax.device_put(images, batch_sharding)}
+    return trainer, compiled, state, batch
+
+
+def time_steps(compiled, state, batch, repeats: int, warmup: int = 1) -> tuple[float, object]:
+    """Median seconds per step over `repeats` steps after `warmup` steps; the final state."""
+    import statistics
+
+    import jax
+
+    for _ in range(warmup):
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), state
+
+
+def bench_case(case: Case, repeats: int) -> Row:
+    import jax
+
+    from vqjax.train import perf
+
+    device = jax.devices()[0]
+    _, compiled, state, batch = compile_step(case, [device])
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    step_s, state = time_steps(compiled, state, batch, repeats)
+    jax.block_until_ready(state)
+    return Row(
+        case=case, step_s=step_s,
+        flops_per_step=perf.compiled_flops_per_device(compiled),  # one device
+        peak_flops=matmul_peak(device, case.compute_dtype),
+        memory_bytes=common.memory_analysis_bytes(compiled),
+        device_peak_bytes=common.device_peak_bytes(device),
+        num_params=num_params, steps_timed=max(repeats, 1))
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [
+        "| model | params (generator) | dtype | images/s | step (s) | GFLOP/step | achieved TFLOP/s "
+        "| measured matmul peak TFLOP/s | MFU | memory, XLA estimate (MiB) | device peak (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r.case
+        device_peak = f"{r.device_peak_bytes / 2**20:,.0f}" if r.device_peak_bytes else "n/a"
+        lines.append(
+            f"| ViT-VQGAN {c.label} | {r.num_params / 1e6:.1f}M | {c.compute_dtype} "
+            f"| {r.images_per_s:,.1f} | {r.step_s:.3f} | {r.flops_per_step / 1e9:,.1f} "
+            f"| {r.flops_per_step / r.step_s / 1e12:.3f} | {r.peak_flops / 1e12:.3f} "
+            f"| {100 * r.mfu:.1f}% | {r.memory_bytes / 2**20:,.0f} | {device_peak} |")
+    return "\n".join(lines)
+
+
+def check_row(row: Row) -> None:
+    """Sanity of a measured row (the tests call this): positive, finite figures."""
+    for value in (row.step_s, row.images_per_s, row.flops_per_step, row.peak_flops, row.mfu):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{row.case.label}: non-positive or non-finite figure {value}")
+
+
+def run(quick: bool = False, repeats: int | None = None, write: bool = True,
+        command: str = "python -m bench.train_step", doc=common.DOC) -> list[Row]:
+    import jax
+
+    repeats = repeats or (2 if quick else 3)
+    selected = cases(quick, jax.devices()[0].platform)
+    rows = []
+    for i, case in enumerate(selected, 1):
+        start = time.perf_counter()
+        row = bench_case(case, repeats)
+        rows.append(row)
+        print(f"[train_step {i}/{len(selected)}] {case.label}: {row.images_per_s:,.1f} images/s, "
+              f"MFU {100 * row.mfu:.1f}% ({time.perf_counter() - start:.0f}s)", flush=True)
+    table = format_table(rows)
+    print(table, flush=True)
+    if write:
+        body = (f"{common.header(command)}\n\n"
+                f"ViT-VQGAN train step (generator + StyleGAN discriminator, Adam, EMA), perceptual "
+                f"loss off, one device, synthetic batch already on the device; median of "
+                f"{repeats} steps after 1 warm-up step.\n\n{table}")
+        common.write_section("train_step", "Tokenizer train step", body, doc)
+        print(f"wrote {doc}")
+    return rows
+
+
+def main(argv=None, command: str | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny only; do not write the doc")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per case")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    return run(args.quick, args.repeats, write=not (args.quick or args.no_write),
+               command=command or common.command_line("bench.train_step", argv))
+
+
+if __name__ == "__main__":
+    common.ensure_fake_devices()
+    main()
