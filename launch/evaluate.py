@@ -3,6 +3,8 @@ r"""Evaluate a trained run: `python -m launch.evaluate --workdir=RUN`.
     python -m launch.evaluate --workdir=runs/vitvqgan_tiny                  # latest checkpoint
     python -m launch.evaluate --workdir=/data/runs/vitvqgan_b --step=500000 --num_examples=50000 \
         --reference_stats=stats/imagenet2012_validation_256px.npz
+    python -m launch.evaluate --workdir=/data/runs/maskgit_b --num_samples=50000 \
+        --guidance_scale=2 --reference_stats=VIRTUAL_imagenet256_labeled.npz        # a MaskGIT
 
 For a tokenizer (`config.trainer == "tokenizer"`) it restores the checkpoint (the config comes from
 the checkpoint itself), runs the eval split through the model (EMA params unless --use_ema=False)
@@ -14,12 +16,25 @@ and reports, over the whole set:
 - psnr, ssim (data range 2, images in [-1, 1]), lpips (v0.1, VGG16), per-image means;
 - usage, perplexity (+ used_codes, tokens) of the codebook over every token of the set.
 
+For a MaskGIT (`config.trainer == "maskgit"`) it restores the run with
+`vqjax.train.maskgit.load_for_sampling` (its EMA params when the run kept them; the tokenizer
+through the run's `tokenizer_workdir`), generates --num_samples images (class-balanced labels,
+or unconditional; decoding options default to the run's `config.sample`), batch-sharded over the
+devices, deterministic for a --seed, and reports:
+
+- fid: FID of the samples against real images' statistics: --reference_stats (mu/sigma .npz, or
+  an ADM reference batch whose `arr_0` images are run through the same Inception), else the
+  first --num_examples images of the split (default all), computed once and cached at the same
+  default path as for tokenizers;
+- inception_score, inception_score_std: mean and std over --is_splits parts;
+- usage, perplexity (+ used_codes, tokens) of the tokenizer's codebook over the sampled tokens.
+
 Results go to `<workdir>/eval_<step>.json` (`eval_<step>_params.json` with --use_ema=False),
 TensorBoard scalars `evaluate/*` (`evaluate_params/*`) under `<workdir>/tensorboard`, and stdout.
 
 The FID Inception weights are not downloaded: see docs/evaluation.md ("Weights"); a missing file is
 an error that says where to get it. `--inception_weights=random` uses random weights instead: it
-exercises the whole pipeline (tests) but its "rfid" is NOT a real FID.
+exercises the whole pipeline (tests) but its "rfid"/"fid"/"inception_score" are NOT real ones.
 
 Adding a trainer: write `evaluate_<trainer>(run, options, inception_params, inception_label)`
 returning a flat dict of numbers (`run.config` is the checkpoint's config) and register it in
@@ -51,9 +66,10 @@ def define_flags() -> None:
     flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
     flags.DEFINE_string("split", None, "Dataset split (default: config.dataset.eval_split).")
     flags.DEFINE_integer("num_examples", 0,
-                         "Examples to evaluate, from the start of the split (0: all).")
-    flags.DEFINE_integer("batch_size", 0, "Global eval batch size (0: config.batch_size); rounded "
-                         "up to a multiple of the device count.")
+                         "Examples to evaluate, from the start of the split (0: all). MaskGIT: "
+                         "the real images of the reference statistics.")
+    flags.DEFINE_integer("batch_size", 0, "Global eval (and MaskGIT sampling) batch size (0: "
+                         "config.batch_size); rounded up to a multiple of the device count.")
     flags.DEFINE_boolean("use_ema", True, "Evaluate the EMA params (else the raw params).")
     flags.DEFINE_string(
         "inception_weights", None,
@@ -69,6 +85,16 @@ def define_flags() -> None:
     flags.DEFINE_boolean("lpips", True, "Compute LPIPS (VGG16).")
     flags.DEFINE_integer("fsdp", 1, "Shard parameters over this many of the local devices.")
     flags.DEFINE_integer("data_threads", 4, "Threads decoding eval images.")
+    # MaskGIT sampling (decoding options left unset take the run's config.sample)
+    flags.DEFINE_integer("num_samples", 50_000, "MaskGIT: images to generate.")
+    flags.DEFINE_integer("seed", 0, "MaskGIT: sampling seed (batch i uses fold_in(key(seed), i)).")
+    flags.DEFINE_integer("decode_steps", None, "MaskGIT: parallel decoding steps.")
+    flags.DEFINE_float("temperature", None, "MaskGIT: token sampling temperature.")
+    flags.DEFINE_float("choice_temperature", None, "MaskGIT: confidence noise scale.")
+    flags.DEFINE_float("guidance_scale", None, "MaskGIT: classifier-free guidance (0: none).")
+    flags.DEFINE_integer("top_k", None, "MaskGIT: top-k filter (0: off).")
+    flags.DEFINE_float("top_p", None, "MaskGIT: top-p filter (0: off).")
+    flags.DEFINE_integer("is_splits", 10, "MaskGIT: Inception Score splits.")
 
 
 log = logging.getLogger("vqjax.evaluate")
@@ -80,6 +106,10 @@ MAX_COUNTED_CODEBOOK = 2**26
 
 class CheckpointNotFoundError(FileNotFoundError):
     """The workdir has no (complete) checkpoint, or not the requested step."""
+
+
+class UnsupportedRunError(ValueError):
+    """The checkpoint's config.trainer has no evaluator, or an option does not apply to it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +128,16 @@ class EvalOptions:
     fsdp: int = 1
     data_threads: int = 4
     progress: bool = True
+    # MaskGIT sampling; decoding options left None take the run's config.sample
+    num_samples: int = 50_000
+    seed: int = 0
+    decode_steps: int | None = None
+    temperature: float | None = None
+    choice_temperature: float | None = None
+    guidance_scale: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    is_splits: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,11 +251,64 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+class SplitBatches:
+    """The first `options.num_examples` images (0: all) of the eval split (`options.split`,
+    default `config.dataset.eval_split`), in dataset order, center crops at the run's resolution,
+    as host batches {"image", "mask"} of `batch_size` (--batch_size or config.batch_size, rounded
+    up to the device count, at most the examples rounded up); rows past the end are mask=False."""
+
+    def __init__(self, config, options: EvalOptions, mesh):
+        from vqjax import data as data_lib
+
+        ds = config.dataset
+        self.split = options.split or ds.eval_split
+        data_dir = options.data_dir if options.data_dir is not None else (ds.data_dir or None)
+        batch_size = _round_up(options.batch_size or config.batch_size, mesh.size)
+        pipeline = dict(global_batch_size=batch_size, image_size=ds.image_size, seed=config.seed,
+                        process_index=0, process_count=1, train=False, data_dir=data_dir,
+                        num_workers=0)
+        probe = data_lib.input_pipeline(ds.name, self.split, **pipeline)
+        available = probe.info.num_examples
+        probe.close()
+        self.examples = (min(options.num_examples, available) if options.num_examples > 0
+                         else available)
+        self.batch_size = min(batch_size, _round_up(self.examples, mesh.size))
+        self.num_batches = math.ceil(self.examples / self.batch_size)
+        pipeline["global_batch_size"] = self.batch_size
+        self._it = data_lib.input_pipeline(ds.name, self.split, num_threads=options.data_threads,
+                                           **pipeline)
+
+    def __iter__(self):
+        import numpy as np
+
+        for i in range(self.num_batches):
+            try:
+                local = next(self._it)
+            except StopIteration:
+                break
+            position = i * self.batch_size + np.arange(self.batch_size)
+            mask = np.asarray(local["mask"], bool) & (position < self.examples)
+            yield {"image": local["image"], "mask": mask}
+
+    def close(self) -> None:
+        self._it.close()
+
+
+def _progress(total: int, desc: str, unit: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # Tokenizers: rFID, PSNR, SSIM, LPIPS, codebook usage
 # ------------------------------------------------------------------------------------------------
-def _round_up(value: int, multiple: int) -> int:
-    return int(math.ceil(value / multiple) * multiple)
 
 
 def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
@@ -224,7 +317,6 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
     import jax.numpy as jnp
     import numpy as np
 
-    from vqjax import data as data_lib
     from vqjax import evaluation
     from vqjax.evaluation.host import to_host
     from vqjax.losses import perceptual
@@ -235,7 +327,6 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
     config = run.config
     ds = config.dataset
     split = options.split or ds.eval_split
-    data_dir = options.data_dir if options.data_dir is not None else (ds.data_dir or None)
 
     # -- mesh over this host's devices, model, state restored onto it -----------------------------
     devices = jax.local_devices()
@@ -252,19 +343,8 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
     replicated = mesh_lib.replicated(mesh)
 
     # -- data: the eval split in order, center crops, the last batch padded (mask=False) ----------
-    batch_size = _round_up(options.batch_size or config.batch_size, mesh.size)
-    probe = data_lib.input_pipeline(
-        ds.name, split, global_batch_size=batch_size, image_size=ds.image_size, seed=config.seed,
-        process_index=0, process_count=1, train=False, data_dir=data_dir, num_workers=0)
-    available = probe.info.num_examples
-    probe.close()
-    examples = min(options.num_examples, available) if options.num_examples > 0 else available
-    batch_size = min(batch_size, _round_up(examples, mesh.size))
-    num_batches = math.ceil(examples / batch_size)
-    it = data_lib.input_pipeline(
-        ds.name, split, global_batch_size=batch_size, image_size=ds.image_size, seed=config.seed,
-        process_index=0, process_count=1, train=False, data_dir=data_dir, num_workers=0,
-        num_threads=options.data_threads)
+    split_batches = SplitBatches(config, options, mesh)
+    examples = split_batches.examples
 
     # -- the model (+ LPIPS) on one batch, jitted once ------------------------------------------
     lpips_params = None
@@ -299,26 +379,17 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
     distances: list[Any] = []
     timing: dict[str, float] = {}
 
-    bar = None
-    if options.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=examples, unit="img", desc=f"eval step {run.step}", dynamic_ncols=True)
+    bar = _progress(examples, f"eval step {run.step}", "img", options.progress)
 
     def batches():
-        for i in range(num_batches):
-            try:
-                local = next(it)
-            except StopIteration:
-                break
-            position = i * batch_size + np.arange(batch_size)
-            mask = np.asarray(local["mask"], bool) & (position < examples)
+        for batch in split_batches:
+            mask = batch["mask"]
             masks.append(mask)
-            yield mesh_lib.global_batch(mesh, {"image": local["image"], "mask": mask})
+            yield mesh_lib.global_batch(mesh, batch)
             if bar is not None:
                 bar.update(int(mask.sum()))
         timing["images"] = time.perf_counter() - start
-        if bar is not None:  # before the Frechet distance (a 2048x2048 sqrtm: seconds to minutes)
+        if bar is not None:  # before the Frechet distance (eigendecompositions: seconds)
             bar.close()
 
     def reconstruct_fn(images):
@@ -336,7 +407,7 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
             reconstruct_fn, batches(), reference=stats_path, data_range=2.0, codebook=codebook,
             features_fn=features_fn)
     finally:
-        it.close()
+        split_batches.close()
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
@@ -362,16 +433,216 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         "reference_stats": str(stats_path),
         "reference_stats_cached": reference_cached,
         "seconds": seconds,  # all of it, from the first batch to the Frechet distance
-        # model, LPIPS and Inception features (compilation included), not the FID's sqrtm
+        # model, LPIPS and Inception features (compilation included), not the Frechet distance
         "images_per_s": results["examples"] / max(timing.get("images", seconds), 1e-9),
     })
     return results
 
 
-# One evaluator per config.trainer. MaskGIT ("maskgit") will sample and use
-# vqjax.evaluation.evaluate_samples (FID/IS against a reference batch) the same way.
+# ------------------------------------------------------------------------------------------------
+# MaskGIT: FID and Inception Score of samples, codebook usage of the sampled tokens
+# ------------------------------------------------------------------------------------------------
+def sample_labels(num_classes: int | None, start: int, batch_size: int):
+    """Labels [batch_size] int32 of samples start, start + 1, ...: sample i gets class
+    i mod num_classes, so classes are balanced (to one sample) over any count, and every
+    consecutive run of num_classes samples (each Inception Score split) holds all of them.
+    Unconditional (None): zeros, used for the batch size only."""
+    import numpy as np
+
+    positions = start + np.arange(batch_size, dtype=np.int64)
+    return (positions % num_classes if num_classes else np.zeros_like(positions)).astype(np.int32)
+
+
+def sharded_sampler(trainer, mesh, **decode_options) -> Callable:
+    """`(params, tokenizer_variables, rng, labels [B]) -> (tokens, images)`: `trainer.sample`
+    jitted with its outputs split over every device along the batch. `trainer.jit_sample` (what
+    launch.sample uses) returns them replicated, which for an unconditional model, having no
+    batch-sharded input, makes every device decode the whole batch."""
+    import jax
+
+    from vqjax.train import mesh as mesh_lib
+
+    sharding = mesh_lib.batch_sharding(mesh)
+    unconditional = trainer.model.num_classes is None
+
+    def sample(params, tokenizer_variables, rng, labels):
+        if unconditional:
+            return trainer.sample(params, tokenizer_variables, rng, None,
+                                  batch_size=labels.shape[0], **decode_options)
+        return trainer.sample(params, tokenizer_variables, rng, labels, **decode_options)
+
+    return jax.jit(sample, out_shardings=(sharding, sharding))
+
+
+def uint8_features(features_fn: Callable, mesh, images) -> Any:
+    """pool3 features [N, D] (host) of uint8 images [N, H, W, 3] (an ADM reference batch's
+    `arr_0`), batch-sharded over the mesh: padded to a multiple of the device count, the padding
+    dropped from the result."""
+    import jax
+    import numpy as np
+
+    from vqjax.evaluation import images_from_uint8
+    from vqjax.evaluation.host import to_host
+    from vqjax.train import mesh as mesh_lib
+
+    count = images.shape[0]
+    padded = np.zeros((_round_up(count, mesh.size), *images.shape[1:]), images.dtype)
+    padded[:count] = images
+    sharded = jax.device_put(padded, mesh_lib.batch_sharding(mesh))
+    return to_host(features_fn(images_from_uint8(sharded))[0])[:count]
+
+
+def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
+                     inception_label: str) -> dict:
+    import jax
+    import numpy as np
+
+    from vqjax import evaluation
+    from vqjax.evaluation.host import to_host
+    from vqjax.train import maskgit as maskgit_train
+    from vqjax.train import mesh as mesh_lib
+
+    config = run.config
+    ds = config.dataset
+    if not options.use_ema:
+        raise UnsupportedRunError(
+            "--use_ema=False does not apply to MaskGIT runs: they are sampled with the params "
+            "load_for_sampling restores (the EMA params when config.ema_decay > 0)")
+    if options.num_samples < 1:
+        raise ValueError(f"--num_samples={options.num_samples}: must be >= 1")
+    if not 1 <= options.is_splits <= options.num_samples:
+        raise ValueError(f"--is_splits={options.is_splits}: needs 1 <= splits <= --num_samples="
+                         f"{options.num_samples}")
+
+    # -- mesh over this host's devices; the run (and its tokenizer) restored onto it -------------
+    mesh = mesh_lib.make_mesh(fsdp=options.fsdp, devices=jax.local_devices())
+    trainer, params, _ = maskgit_train.load_for_sampling(str(run.workdir), mesh, run.step)
+    tokenizer_variables = trainer.tokenizer.variables
+    sharding = mesh_lib.batch_sharding(mesh)
+    inception_params = jax.device_put(inception_params, mesh_lib.replicated(mesh))
+
+    def features_fn(images):  # [B, H, W, 3] in [-1, 1], batch-sharded -> (pool3, logits)
+        return evaluation.inception_features(inception_params, images)
+
+    # -- reference statistics: a given file, else the split's images (computed once, cached) ----
+    start = time.perf_counter()
+    random_weights = inception_label.startswith(RANDOM_WEIGHTS)
+    given = pathlib.Path(options.reference_stats).expanduser() if options.reference_stats else None
+    real_batches = None
+    if given is not None and given.is_file():
+        stats_path = given
+    else:
+        real_batches = SplitBatches(config, options, mesh)
+        stats_path = given or default_reference_path(
+            run, ds.name, real_batches.split, ds.image_size, real_batches.examples, random_weights)
+    reference_cached = stats_path.is_file()
+    if reference_cached:
+        if real_batches is not None:
+            real_batches.close()
+        reference = evaluation.load_stats(
+            stats_path, feature_fn=lambda images: uint8_features(features_fn, mesh, images),
+            batch_size=_round_up(250, mesh.size))
+    else:
+        stats = evaluation.FeatureStats()
+        bar = _progress(real_batches.examples, f"reference {ds.name}/{real_batches.split}", "img",
+                        options.progress)
+        try:
+            for batch in real_batches:
+                batch = mesh_lib.global_batch(mesh, batch)
+                stats.update(features_fn(batch["image"])[0], batch["mask"])
+                if bar is not None:
+                    bar.update(int(np.sum(to_host(batch["mask"]))))
+        finally:
+            real_batches.close()
+            if bar is not None:
+                bar.close()
+        reference = stats.result()
+        evaluation.save_stats(stats_path, reference)
+    reference_seconds = time.perf_counter() - start
+
+    # -- samples: batch i from fold_in(key(seed), i), sharded over the devices ------------------
+    overrides = dict(num_steps=options.decode_steps, temperature=options.temperature,
+                     choice_temperature=options.choice_temperature,
+                     guidance_scale=options.guidance_scale, top_k=options.top_k,
+                     top_p=options.top_p)
+    decode = maskgit_train.decode_options(config.sample, **overrides)
+    sample_fn = sharded_sampler(trainer, mesh, **decode)
+    num_samples = options.num_samples
+    num_classes = trainer.model.num_classes
+    batch_size = _round_up(options.batch_size or config.batch_size, mesh.size)
+    batch_size = min(batch_size, _round_up(num_samples, mesh.size))
+    num_batches = math.ceil(num_samples / batch_size)
+
+    quantizer = trainer.tokenizer.model.built_quantizer()
+    codebook = None
+    if quantizer.codebook_size <= MAX_COUNTED_CODEBOOK:
+        codebook = evaluation.CodebookUsage.for_quantizer(quantizer)
+    else:
+        log.warning("codebook of %d codes: too large to count, no usage/perplexity",
+                    quantizer.codebook_size)
+
+    key = jax.random.key(options.seed)
+    timing: dict[str, float] = {}
+    bar = _progress(num_samples, f"sample step {run.step}", "img", options.progress)
+
+    def batches():
+        for i in range(num_batches):
+            labels = jax.device_put(sample_labels(num_classes, i * batch_size, batch_size),
+                                    sharding)
+            tokens, images = sample_fn(params, tokenizer_variables, jax.random.fold_in(key, i),
+                                       labels)
+            mask = i * batch_size + np.arange(batch_size) < num_samples  # the extras: dropped
+            if codebook is not None:
+                codebook.update(tokens, mask)
+            yield {"image": images, "mask": mask}
+            if bar is not None:
+                bar.update(int(mask.sum()))
+        timing["samples"] = time.perf_counter() - sample_start
+        if bar is not None:  # before the Frechet distance
+            bar.close()
+
+    sample_start = time.perf_counter()
+    try:
+        metrics = evaluation.evaluate_samples(batches(), reference=reference,
+                                              splits=options.is_splits, features_fn=features_fn)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - sample_start
+
+    results = {
+        "fid": metrics["fid"],
+        "inception_score": metrics["inception_score"],
+        "inception_score_std": metrics["inception_score_std"],
+        "examples": int(metrics["examples"]),
+        "params": "ema" if config.get("ema_decay", 0.0) > 0 else "params",
+    }
+    if codebook is not None and codebook.counts is not None:
+        results.update(codebook.result())
+    results.update({
+        "num_classes": int(num_classes or 0),
+        "seed": int(options.seed),
+        "is_splits": int(options.is_splits),
+        **{k: (0 if v is None else v) for k, v in decode.items()},  # None: off
+        "batch_size": int(batch_size),
+        "codebook_size": int(quantizer.codebook_size),
+        "tokenizer_workdir": str(config.tokenizer_workdir),
+        "tokenizer_step": int(trainer.tokenizer.step),
+        "reference_stats": str(stats_path),
+        "reference_stats_cached": reference_cached,
+        "reference_examples": int(reference.count),
+        "reference_seconds": reference_seconds,
+        "seconds": seconds,  # sampling, Inception, Frechet distance (not the reference statistics)
+        # sampling and Inception features (compilation included), not the Frechet distance
+        "images_per_s": num_samples / max(timing.get("samples", seconds), 1e-9),
+    })
+    return results
+
+
+# One evaluator per config.trainer.
 EVALUATORS: dict[str, Callable[..., dict]] = {
     "tokenizer": evaluate_tokenizer,
+    "maskgit": evaluate_maskgit,
 }
 
 
@@ -384,8 +655,8 @@ def evaluate(workdir: str | os.PathLike, options: EvalOptions = EvalOptions()) -
     run = find_run(workdir, options.step)
     trainer = run.config.get("trainer", "tokenizer")
     if trainer not in EVALUATORS:
-        raise ValueError(f"config.trainer={trainer!r} of {run.workdir}: no evaluator; available: "
-                         f"{', '.join(sorted(EVALUATORS))}")
+        raise UnsupportedRunError(f"config.trainer={trainer!r} of {run.workdir}: no evaluator; "
+                                  f"available: {', '.join(sorted(EVALUATORS))}")
     if options.num_examples < 0 or options.batch_size < 0:
         raise ValueError("--num_examples and --batch_size must be >= 0")
     # Before anything slow: a missing weight file is an error that says where to get it.
@@ -420,17 +691,25 @@ def main(argv) -> None:
         step=f.step, split=f.split, num_examples=f.num_examples, batch_size=f.batch_size,
         use_ema=f.use_ema, inception_weights=f.inception_weights,
         reference_stats=f.reference_stats, data_dir=f.data_dir, lpips=f.lpips, fsdp=f.fsdp,
-        data_threads=f.data_threads)
+        data_threads=f.data_threads, num_samples=f.num_samples, seed=f.seed,
+        decode_steps=f.decode_steps, temperature=f.temperature,
+        choice_temperature=f.choice_temperature, guidance_scale=f.guidance_scale, top_k=f.top_k,
+        top_p=f.top_p, is_splits=f.is_splits)
     try:
         results = evaluate(f.workdir, options)
-    except CheckpointNotFoundError as e:
+    except (CheckpointNotFoundError, UnsupportedRunError) as e:
         raise SystemExit(f"launch.evaluate: {e}") from None
     except InceptionWeightsNotFoundError as e:
         raise SystemExit(
             f"launch.evaluate: {e}\n  (--inception_weights=random runs the pipeline with random "
             "weights, for testing only: its FID is not a real FID)") from None
-    print(f"step {results['step']} ({results['params']} params), {results['dataset']}/"
-          f"{results['split']}, {results['examples']} images -> {results['output']}")
+    if results["trainer"] == "maskgit":
+        print(f"step {results['step']} ({results['params']} params), {results['examples']} "
+              f"samples against {results['reference_stats']}, {results['images_per_s']:.1f} "
+              f"images/s -> {results['output']}")
+    else:
+        print(f"step {results['step']} ({results['params']} params), {results['dataset']}/"
+              f"{results['split']}, {results['examples']} images -> {results['output']}")
     print(format_results(results))
     sys.stdout.flush()
 

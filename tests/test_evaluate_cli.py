@@ -1,19 +1,23 @@
-"""launch/evaluate.py end to end: a micro run trained in-process, then evaluated from the command
-line (random Inception weights), and its error messages."""
+"""launch/evaluate.py end to end: micro runs (a tokenizer; a MaskGIT on its tokens) trained
+in-process, then evaluated in-process and from the command line (random Inception weights), and
+its error messages."""
 
 import json
 import math
 import sys
 
+import numpy as np
 import pytest
 
 from launch import evaluate
+from tests.test_maskgit_train import maskgit_micro
 from tests.train_utils import micro_config, run, subprocess_env
+from vqjax.train import maskgit as maskgit_train
 from vqjax.train.tokenizer import train_and_evaluate
 
 # 2 devices (the checkpoint is written on the suite's 8: restored onto another mesh); one BLAS
-# thread, as the 2048x2048 sqrtm of the Frechet distance is slower on two threads of a busy
-# 2-core machine.
+# thread, as the 2048x2048 eigendecompositions of the Frechet distance are slower on two threads
+# of a busy 2-core machine.
 ENV = dict(devices=2, OPENBLAS_NUM_THREADS="1")
 
 
@@ -69,3 +73,101 @@ def test_workdir_without_checkpoint_is_a_clear_error(tmp_path):
         evaluate.find_run(tmp_path)
     with pytest.raises(evaluate.CheckpointNotFoundError, match="does not exist"):
         evaluate.find_run(tmp_path / "nope")
+
+
+# -- MaskGIT: FID / Inception Score of samples ----------------------------------------------------
+
+# Keys that legitimately differ between two evaluations of the same run with the same seed.
+TIMINGS = {"seconds", "images_per_s", "reference_seconds", "reference_stats_cached",
+           "reference_stats"}
+
+
+def test_sample_labels_are_class_balanced():
+    labels = np.concatenate([evaluate.sample_labels(10, start, 8) for start in (0, 8, 16)])
+    np.testing.assert_array_equal(labels, np.arange(24) % 10)
+    assert labels.dtype == np.int32
+    assert np.ptp(np.bincount(labels[:23], minlength=10)) <= 1  # balanced to one sample
+    np.testing.assert_array_equal(evaluate.sample_labels(None, 5, 4), np.zeros(4, np.int32))
+
+
+def test_reference_batch_features_are_sharded_and_unpadded():
+    """ADM reference batches (uint8 arr_0) go through Inception batch-sharded, padded to the
+    device count; the padding is dropped."""
+    import jax
+
+    from vqjax.evaluation import images_from_uint8
+    from vqjax.train import mesh as mesh_lib
+
+    mesh = mesh_lib.make_mesh(devices=jax.local_devices())
+    images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), np.uint8)
+    shardings = []
+
+    def features_fn(x):  # a stand-in for Inception: (features, logits)
+        shardings.append(x.sharding)
+        return x.reshape(x.shape[0], -1)[:, :6] * 2, None
+
+    got = evaluate.uint8_features(features_fn, mesh, images)
+    want = np.asarray(images_from_uint8(images)).reshape(5, -1)[:, :6] * 2
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert shardings[0].spec == mesh_lib.batch_sharding(mesh).spec  # 8 rows over 8 devices
+
+
+def test_evaluate_a_maskgit_run(tmp_path, monkeypatch):
+    """FID/IS of 10 samples (batches of 8 on 8 devices: the last one's 6 extras are dropped)
+    against 8 validation digits; identical in-process and from the command line (same seed and
+    devices); the errors."""
+    data_dir = tmp_path / "tfds"
+    tokenizer = tmp_path / "tokenizer"
+    train_and_evaluate(micro_config(data_dir, **{
+        "dataset.name": "vqjax_digits", "dataset.crop": "center", "total_steps": 2,
+        "checkpoint_every_steps": 2, "eval_every_steps": 0, "image_every_steps": 100,
+        "loss.disc_start_step": 100}), str(tokenizer))
+    workdir = tmp_path / "maskgit"
+    maskgit_train.train_and_evaluate(maskgit_micro(
+        data_dir, tokenizer, total_steps=2, image_every_steps=100, eval_every_steps=0),
+        str(workdir))
+
+    flags = dict(num_samples=10, batch_size=8, num_examples=8, is_splits=5, decode_steps=2,
+                 guidance_scale=1.5, seed=3)
+    results = evaluate.evaluate(workdir, evaluate.EvalOptions(
+        inception_weights="random", progress=False, **flags))
+    on_disk = json.loads((workdir / "eval_2.json").read_text())
+    assert on_disk == results and results["trainer"] == "maskgit"
+    assert results["examples"] == 10 and results["step"] == 2 and results["num_classes"] == 10
+    assert math.isfinite(results["fid"]) and results["fid"] >= 0
+    assert 1 <= results["inception_score"] <= 1008 and results["inception_score_std"] >= 0
+    assert results["tokens"] == 10 * 4 * 4 and 0 < results["usage"] <= 1  # 4x4 tokens, 64 codes
+    assert 1 <= results["perplexity"] <= 64
+    assert (results["num_steps"], results["guidance_scale"], results["seed"]) == (2, 1.5, 3)
+    assert results["images_per_s"] > 0 and results["inception_weights"].startswith("random")
+    stats = workdir / "fid_stats" / "vqjax_digits_validation_16px_8_random.npz"
+    assert results["reference_stats"] == str(stats) and stats.is_file()
+    assert results["reference_examples"] == 8 and not results["reference_stats_cached"]
+    assert any(p.name.startswith("events") for p in (workdir / "tensorboard").iterdir())
+
+    # The same evaluation from the command line, on as many devices, the reference statistics
+    # given as a file: identical numbers.
+    given = tmp_path / "given_stats.npz"
+    given.write_bytes(stats.read_bytes())
+    proc = run(evaluate_command(workdir, "--inception_weights=random", f"--reference_stats={given}",
+                                *(f"--{key}={value}" for key, value in flags.items())),
+               subprocess_env(devices=8, OPENBLAS_NUM_THREADS="1"), timeout=300)
+    again = json.loads((workdir / "eval_2.json").read_text())
+    assert again["reference_stats_cached"] and again["reference_stats"] == str(given)
+    assert {k: v for k, v in again.items() if k not in TIMINGS} == {
+        k: v for k, v in results.items() if k not in TIMINGS}
+    assert "images/s" in proc.stdout and "eval_2.json" in proc.stdout
+
+    # Errors: a missing step, a trainer without an evaluator, options that do not apply.
+    with pytest.raises(evaluate.CheckpointNotFoundError, match="available steps: 2"):
+        evaluate.evaluate(workdir, evaluate.EvalOptions(step=7, inception_weights="random"))
+    monkeypatch.delitem(evaluate.EVALUATORS, "maskgit")
+    with pytest.raises(evaluate.UnsupportedRunError, match="config.trainer='maskgit'"):
+        evaluate.evaluate(workdir, evaluate.EvalOptions(inception_weights="random"))
+    monkeypatch.undo()
+    with pytest.raises(evaluate.UnsupportedRunError, match="--use_ema=False"):
+        evaluate.evaluate_maskgit(evaluate.find_run(workdir), evaluate.EvalOptions(
+            use_ema=False), None, "random")
+    with pytest.raises(ValueError, match="not a MaskGIT run"):  # a tokenizer run
+        evaluate.evaluate_maskgit(evaluate.find_run(tokenizer), evaluate.EvalOptions(), None,
+                                  "random")
