@@ -9,7 +9,12 @@ r"""MaskGIT (Chang et al. 2022) over the tokens of a trained vqjax tokenizer.
 Variants: a size (tiny, S, B, L), `dataset=NAME` (tiny: the labelled built-in `vqjax_digits`),
 `res=PIXELS` (0: the tokenizer's training resolution). `--config.tokenizer_workdir` is required:
 the tokenizer (config, EMA params, quantizer state) is restored from its latest checkpoint and the
-MaskGIT is sized for its quantizer (`maskgit.for_quantizer`). Tokens are encoded on the fly.
+MaskGIT is sized for its quantizer (`maskgit.for_quantizer`). Tokens are encoded on the fly inside
+the step, or read from a pre-encoded dataset (what large runs use):
+
+    python -m launch.encode_tokens --tokenizer_workdir=/tmp/tok_digits --out=/tmp/tokens_digits
+    python -m launch.train --config=configs/maskgit.py:tiny --workdir=/tmp/maskgit_digits \
+        --config.tokenizer_workdir=/tmp/tok_digits --config.tokens_dir=/tmp/tokens_digits
 
 Paper defaults: cosine mask schedule, label smoothing 0.1, AdamW lr 1e-4 (b1 0.9, b2 0.96, weight
 decay 0.045), class dropout 0.1 (classifier-free guidance at sampling time), 8 decoding steps with
@@ -27,6 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.common(arg)  # dataset.image_size = res; 0: the tokenizer's resolution
     c.trainer = "maskgit"
     c.tokenizer_workdir = ""  # required: a tokenizer run's workdir (with a checkpoint)
+    c.tokens_dir = ""  # "": encode images on the fly; else a launch.encode_tokens dataset
+    c.ema_decay = 0.999  # EMA of the params, used to sample and evaluate (0: the raw params)
     c.dataset.name = arg.dataset or ("vqjax_digits" if tiny else "imagenet2012")
     c.dataset.crop = "center" if tiny else "random_resized"
     c.dataset.crop_area_min = 0.08
@@ -49,13 +56,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         top_p=0.0, schedule="cosine", per_class=2,  # per_class: images per label in the grids
     ))
     c.compute_dtype = "bfloat16"
-    c.eval_every_steps = 0  # no eval loop yet (masked loss on the eval split is future work)
+    # Eval: masked-token NLL and accuracy on eval_examples of the eval split (fixed masks).
+    c.eval_every_steps = 10_000
+    c.eval_examples = 10_000
     if tiny:
         c.batch_size = 32
         c.total_steps = 500
         c.log_every_steps = 10
         c.checkpoint_every_steps = 100
         c.image_every_steps = 100
+        c.eval_every_steps = 100
+        c.eval_examples = 128
+        c.ema_decay = 0.99
         c.compute_dtype = "float32"
         c.optimizer.lr = 1e-3
         c.optimizer.warmup_steps = 20

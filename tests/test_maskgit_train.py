@@ -1,5 +1,6 @@
 """The MaskGIT trainer end to end on the labelled built-in digits: a micro tokenizer run -> a micro
-MaskGIT run -> launch.sample; resume; a clear error without a tokenizer."""
+MaskGIT run -> launch.sample; eval, EMA, gradient accumulation, SIGTERM + exact resume, restore on
+another mesh, non-finite steps, pre-encoded token datasets, and clear errors."""
 
 import json
 
@@ -42,6 +43,7 @@ def maskgit_micro(data_dir, tokenizer_workdir, **overrides):
     c.sample.num_steps = 4
     c.sample.per_class = 1
     c.optimizer.warmup_steps = 2
+    c.eval_examples = 12  # not a multiple of the batch: the last eval batch is partly masked
     for key, value in overrides.items():
         target = c
         *path, last = key.split(".")
@@ -63,6 +65,11 @@ def test_train_outputs(maskgit_run):
     workdir, last = maskgit_run
     records = [r for r in read_metrics(workdir) if "loss/loss" in r]
     assert [r["step"] for r in records] == [2, 4]
+    evals = [r for r in read_metrics(workdir) if "eval/nll" in r]
+    assert [r["step"] for r in evals] == [4] and evals[0]["eval/examples"] == 12
+    # masked-token NLL of a barely trained model: near log(64) (uniform over the 64 codes)
+    assert 0.5 * np.log(64) < evals[0]["eval/nll"] < 2 * np.log(64)
+    assert 0.0 <= evals[0]["eval/accuracy"] <= 1.0
     for key in ("loss/loss", "loss/accuracy", "loss/mask_rate", "train/learning_rate",
                 "train/grad_norm", "perf/steps_per_s", "perf/images_per_s"):
         assert key in last and np.isfinite(last[key]), key
@@ -117,3 +124,298 @@ def test_missing_tokenizer_workdir_is_a_clear_error(data_dir, tmp_path):
     config = maskgit_micro(data_dir, tmp_path / "nothing_here")
     with pytest.raises(FileNotFoundError, match="no checkpoints"):
         maskgit_train.train_and_evaluate(config, str(tmp_path / "b"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The step: EMA, gradient accumulation, eval
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def step_setup(data_dir, tokenizer_workdir):
+    """A trainer on 8 devices and one global batch of digits (no dropout: deterministic grads)."""
+    import jax
+
+    from vqjax import data as data_lib
+    from vqjax.train import mesh as mesh_lib
+
+    mesh = mesh_lib.make_mesh()
+    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    config = maskgit_train.resolve_config(
+        maskgit_micro(data_dir, tokenizer_workdir, **{"model.dropout": 0.0}), tokenizer, 10)
+    it = data_lib.input_pipeline("vqjax_digits", "train", global_batch_size=16, image_size=16,
+                                 data_dir=str(data_dir), crop="center", flip=False)
+    local = next(it)
+    it.close()
+    batch = mesh_lib.global_batch(mesh, {"image": local["image"], "label": local["label"]})
+    return config, mesh, tokenizer, batch, jax
+
+
+def _trainer(setup, **overrides):
+    config, mesh, tokenizer, _, _ = setup
+    config = config.copy_and_resolve_references()
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        target = config
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return maskgit_train.MaskGITTrainer(config, mesh, tokenizer, 10)
+
+
+def test_gradient_accumulation_matches_the_full_batch(step_setup):
+    _, _, tokenizer, batch, jax = step_setup
+    results = []
+    for k in (1, 2, 4):
+        trainer = _trainer(step_setup, grad_accum_steps=k, batch_size=16)
+        params = jax.jit(trainer.init_state)(jax.random.key(0)).params
+        grads, metrics = jax.jit(trainer.gradients)(params, tokenizer.variables, batch,
+                                                    jax.random.key(3))
+        results.append(jax.device_get((grads, metrics)))
+    (g1, m1) = results[0]
+    for gk, mk in results[1:]:
+        for key in ("loss", "accuracy", "mask_rate"):
+            np.testing.assert_allclose(mk[key], m1[key], rtol=1e-5, err_msg=key)
+        for a, b in zip(jax.tree.leaves(gk), jax.tree.leaves(g1)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+    assert np.abs(jax.tree.leaves(g1)[0]).max() > 0  # a real gradient, not zeros
+
+
+def test_ema_follows_its_formula_and_zero_decay_is_a_copy(step_setup):
+    _, _, tokenizer, batch, jax = step_setup
+    for decay in (0.9, 0.0):
+        trainer = _trainer(step_setup, ema_decay=decay, batch_size=16)
+        step = jax.jit(trainer.train_step)
+        state, _ = step(jax.jit(trainer.init_state)(jax.random.key(0)), tokenizer.variables,
+                        batch)  # step 0 has learning rate 0 (warmup): take the second
+        before = jax.device_get(state.ema_params)
+        new, _ = step(state, tokenizer.variables, batch)
+        new = jax.device_get(new)
+        for e0, p1, e1 in zip(jax.tree.leaves(before), jax.tree.leaves(new.params),
+                              jax.tree.leaves(new.ema_params)):
+            np.testing.assert_allclose(e1, decay * e0 + (1 - decay) * p1, rtol=1e-6, atol=1e-7)
+        assert any(np.any(p != e) for p, e in zip(jax.tree.leaves(new.params),
+                                                  jax.tree.leaves(before)))
+        expected = new.ema_params if decay else new.params
+        assert trainer.inference_params(new) is expected
+
+
+def test_eval_is_deterministic_and_counts_exactly_eval_examples(step_setup):
+    _, _, _, _, jax = step_setup
+    trainer = _trainer(step_setup, eval_examples=12)
+    params = jax.jit(trainer.init_state)(jax.random.key(0)).params
+    eval_sums = jax.jit(trainer.eval_sums)
+    first = maskgit_train.evaluate(trainer, params, eval_sums)
+    second = maskgit_train.evaluate(trainer, params, eval_sums)
+    assert first == second and first["eval/examples"] == 12.0
+    # an untrained model is close to uniform over the 64 codes
+    assert abs(first["eval/nll"] - np.log(64)) < 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Preemption, exact resume, other meshes, non-finite steps
+# ------------------------------------------------------------------------------------------------
+def _final_params(workdir, num_devices=8):
+    import jax
+
+    from vqjax.train import mesh as mesh_lib
+
+    mesh = mesh_lib.make_mesh(devices=jax.devices()[:num_devices])
+    trainer, params, step = maskgit_train.load_for_sampling(str(workdir), mesh)
+    return step, jax.device_get(params)
+
+
+def test_sigterm_saves_and_resume_is_bitwise_identical(data_dir, tokenizer_workdir, tmp_path,
+                                                       monkeypatch):
+    import signal
+
+    import jax
+
+    from vqjax.train import metrics_writer
+
+    overrides = dict(total_steps=6, image_every_steps=0, eval_every_steps=0, log_every_steps=1,
+                     checkpoint_every_steps=4)
+    straight = tmp_path / "straight"
+    maskgit_train.train_and_evaluate(maskgit_micro(data_dir, tokenizer_workdir, **overrides),
+                                     str(straight))
+
+    interrupted = tmp_path / "interrupted"
+    original = metrics_writer.MetricWriter.write_scalars
+
+    def preempt_at_step_3(self, step, scalars):
+        original(self, step, scalars)
+        if step == 3:
+            signal.raise_signal(signal.SIGTERM)  # what a preempted VM receives
+
+    monkeypatch.setattr(metrics_writer.MetricWriter, "write_scalars", preempt_at_step_3)
+    maskgit_train.train_and_evaluate(maskgit_micro(data_dir, tokenizer_workdir, **overrides),
+                                     str(interrupted))
+    monkeypatch.setattr(metrics_writer.MetricWriter, "write_scalars", original)
+    steps = sorted(int(p.name) for p in (interrupted / "checkpoints").iterdir())
+    assert steps == [3]  # stopped after step 3 with a final checkpoint (not at 4)
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+    # Resume on 4 devices: the checkpoint restores onto another mesh, the data stream continues.
+    maskgit_train.train_and_evaluate(
+        maskgit_micro(data_dir, tokenizer_workdir, **overrides, **{"mesh.num_devices": 4}),
+        str(interrupted))
+    step_a, params_a = _final_params(straight)
+    step_b, params_b = _final_params(interrupted, num_devices=1)
+    assert step_a == step_b == 6
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    losses = lambda w: {r["step"]: r["loss/loss"] for r in read_metrics(w)  # noqa: E731
+                        if "loss/loss" in r}
+    la, lb = losses(straight), losses(interrupted)
+    assert sorted(la) == sorted(lb) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_array_equal([la[s] for s in (1, 2, 3)], [lb[s] for s in (1, 2, 3)])
+    np.testing.assert_allclose([la[s] for s in (4, 5, 6)], [lb[s] for s in (4, 5, 6)], rtol=1e-5)
+
+
+def test_checkpoint_restores_bitwise_on_one_device(maskgit_run):
+    import jax
+
+    workdir, _ = maskgit_run
+    _, eight = _final_params(workdir, 8)
+    _, one = _final_params(workdir, 1)
+    for a, b in zip(jax.tree.leaves(eight), jax.tree.leaves(one)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nonfinite_steps_are_skipped_or_stop_the_run(data_dir, tokenizer_workdir, tmp_path):
+    from vqjax.train.loop import NonFiniteError
+
+    overrides = {"optimizer.lr": float("nan"), "total_steps": 2, "image_every_steps": 0,
+                 "eval_every_steps": 0, "log_every_steps": 1}
+    last = maskgit_train.train_and_evaluate(
+        maskgit_micro(data_dir, tokenizer_workdir, **overrides), str(tmp_path / "skip"))
+    assert last["train/skipped_steps"] == 2.0 and last["train/finite"] == 0.0
+    with pytest.raises(NonFiniteError, match="non-finite"):
+        maskgit_train.train_and_evaluate(
+            maskgit_micro(data_dir, tokenizer_workdir, nonfinite="error", **overrides),
+            str(tmp_path / "error"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Pre-encoded token datasets
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokens_dir(tmp_path_factory, data_dir, tokenizer_workdir):
+    out = tmp_path_factory.mktemp("tokens")
+    info = maskgit_train.pre_encode(str(tokenizer_workdir), str(out), batch_size=8, limit=20,
+                                    data_dir=str(data_dir))
+    return out, info
+
+
+def test_pre_encoded_tokens_equal_on_the_fly_encoding(tokens_dir, data_dir, tokenizer_workdir):
+    import jax
+
+    from vqjax import data as data_lib
+    from vqjax.data import tokens as tokens_lib
+    from vqjax.train import mesh as mesh_lib
+
+    out, info = tokens_dir
+    assert info["token_shape"] == [4, 4] and info["dtype"] == "uint16" and info["flip"]
+    assert {s: e["num_examples"] for s, e in info["splits"].items()} == {"train": 20,
+                                                                          "validation": 20}
+    assert tokens_lib.read_info(out)["tokenizer_step"] == 2
+    mesh = mesh_lib.make_mesh()
+    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    encode = jax.jit(lambda v, x: maskgit_train.encode(tokenizer.model, v, x))
+    images_it = data_lib.input_pipeline("vqjax_digits", "validation", global_batch_size=8,
+                                        image_size=16, train=False, data_dir=str(data_dir))
+    tokens_it = tokens_lib.token_pipeline(out, "validation", global_batch_size=8, train=False)
+    for _ in range(2):
+        images, tokens = next(images_it), next(tokens_it)
+        np.testing.assert_array_equal(tokens["label"], images["label"])
+        np.testing.assert_array_equal(tokens["mask"], images["mask"])
+        expected = np.asarray(encode(tokenizer.variables, images["image"]))
+        np.testing.assert_array_equal(tokens["tokens"], expected)
+    images_it.close()
+    # the training stream's flip picks the mirror image's tokens for about half the examples
+    flipped_it = tokens_lib.token_pipeline(out, "validation", global_batch_size=20, train=False,
+                                           flip=True)
+    plain_it = tokens_lib.token_pipeline(out, "validation", global_batch_size=20, train=False)
+    flipped, plain = next(flipped_it)["tokens"], next(plain_it)["tokens"]
+    images_it = data_lib.input_pipeline("vqjax_digits", "validation", global_batch_size=20,
+                                        image_size=16, train=False, data_dir=str(data_dir))
+    mirrored = np.asarray(encode(tokenizer.variables, next(images_it)["image"][:, :, ::-1]))
+    images_it.close()
+    changed = np.any(flipped != plain, axis=(1, 2))
+    np.testing.assert_array_equal(flipped[changed], mirrored[changed])
+    assert 0 < changed.sum() < 20
+
+
+def test_token_pipeline_is_the_same_at_any_process_count_and_resumes(tokens_dir):
+    from vqjax.data import tokens as tokens_lib
+
+    out, _ = tokens_dir
+    one = tokens_lib.token_pipeline(out, "train", global_batch_size=8, seed=1, process_index=0,
+                                    process_count=1, flip=False)
+    halves = [tokens_lib.token_pipeline(out, "train", global_batch_size=8, seed=1, flip=False,
+                                        process_index=p, process_count=2) for p in (0, 1)]
+    batches = [next(one) for _ in range(4)]  # 32 > 20 examples: crosses an epoch
+    for batch in batches:
+        parts = [next(h) for h in halves]
+        np.testing.assert_array_equal(batch["tokens"],
+                                      np.concatenate([p["tokens"] for p in parts]))
+        assert "mask" not in batch
+    resumed = tokens_lib.token_pipeline(out, "train", global_batch_size=8, seed=1, flip=False)
+    resumed.set_state({**one.get_state(), "step": 2})
+    np.testing.assert_array_equal(next(resumed)["tokens"], batches[2]["tokens"])
+    # the first 20 positions are a shuffle of the 20 records (each once), not their order
+    records = lambda b: [(int(l), t.tobytes()) for l, t in zip(b["label"], b["tokens"])]  # noqa
+    shuffled = sum((records(b) for b in batches), [])[:20]
+    in_order = records(next(tokens_lib.token_pipeline(out, "train", global_batch_size=20,
+                                                      train=False)))
+    assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
+
+
+def test_maskgit_trains_from_pre_encoded_tokens(tokens_dir, data_dir, tokenizer_workdir,
+                                                tmp_path):
+    out, _ = tokens_dir
+    config = maskgit_micro(data_dir, tokenizer_workdir, tokens_dir=str(out), total_steps=2,
+                           image_every_steps=2, eval_every_steps=2, log_every_steps=1)
+    last = maskgit_train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert np.isfinite(last["loss/loss"]) and np.isfinite(last["eval/nll"])
+    assert last["eval/examples"] == 12
+    assert (tmp_path / "run" / "images" / "samples_00000002.png").exists()
+
+
+def test_pre_encoded_errors_are_clear(tokens_dir, data_dir, tokenizer_workdir, tmp_path):
+    import json
+    import shutil
+
+    from vqjax.data import tokens as tokens_lib
+
+    out, _ = tokens_dir
+    with pytest.raises(FileNotFoundError, match="launch.encode_tokens"):
+        tokens_lib.token_pipeline(tmp_path, "train", global_batch_size=8)
+    with pytest.raises(ValueError, match="splits"):
+        tokens_lib.token_pipeline(out, "test", global_batch_size=8)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        maskgit_train.pre_encode(str(tokenizer_workdir), str(out), batch_size=8)
+    stale = tmp_path / "stale"
+    shutil.copytree(out, stale)
+    info = json.loads((stale / "tokens_info.json").read_text())
+    info["tokenizer_step"] = 1
+    (stale / "tokens_info.json").write_text(json.dumps(info))
+    config = maskgit_micro(data_dir, tokenizer_workdir, tokens_dir=str(stale))
+    with pytest.raises(ValueError, match="tokenizer step 1"):
+        maskgit_train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_encode_tokens_cli(tokenizer_workdir, data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.train_utils import REPO, subprocess_env
+
+    out = tmp_path / "cli_tokens"
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.encode_tokens", f"--tokenizer_workdir={tokenizer_workdir}",
+         f"--out={out}", f"--data_dir={data_dir}", "--splits=validation", "--limit=8",
+         "--batch_size=8", "--noflip"],
+        cwd=REPO, env=subprocess_env(devices=2), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "validation: 8" in result.stdout
+    info = json.loads((out / "tokens_info.json").read_text())
+    assert info["flip"] is False and list(info["splits"]) == ["validation"]

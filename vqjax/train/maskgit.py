@@ -16,9 +16,8 @@ every `image_every_steps` a PNG grid of class-conditional samples decoded by the
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import signal
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,14 @@ import numpy as np
 import optax
 
 from vqjax import data as data_lib
+from vqjax.data import tokens as tokens_lib
 from vqjax.models import maskgit as maskgit_lib
 from vqjax.quantizers.linen import QUANTIZER_STATE
 from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
 from vqjax.train import metrics_writer
-from vqjax.train.tokenizer import (NonFiniteError, TokenizerTrainer, _all_finite, _select,
-                                   _check_process_slice, build_optimizer, compute_dtype,
-                                   config_to_dict, to_host)
+from vqjax.train import loop
+from vqjax.train.tokenizer import TokenizerTrainer, compute_dtype
 
 log = logging.getLogger("vqjax.train.maskgit")
 
@@ -145,6 +144,7 @@ class TrainState:
     step: jax.Array  # int32 []
     params: Any
     opt_state: Any
+    ema_params: Any  # EMA of params (config.ema_decay); a copy of params when the decay is 0
     skipped_steps: jax.Array  # int32 []
 
 
@@ -155,53 +155,106 @@ class MaskGITTrainer:
         self.config = config
         self.mesh = mesh
         self.tokenizer = tokenizer
-        if config.grad_accum_steps != 1:
-            raise ValueError("config.grad_accum_steps > 1 is not supported by the MaskGIT trainer "
-                             "yet")
+        k = config.grad_accum_steps
+        if k < 1 or config.batch_size % k:
+            raise ValueError(f"config.grad_accum_steps={k} must divide "
+                             f"config.batch_size={config.batch_size}")
         self.model = build_maskgit(config, tokenizer.model, num_classes)
-        self.tx, self.schedule = build_optimizer(config.optimizer, config.total_steps)
+        self.tx, self.schedule = loop.build_optimizer(config.optimizer, config.total_steps)
         size = config.dataset.image_size
         self.image_shape = (size, size, 3)
         self.grid = tuple(tokenizer.model.token_grid(size, size))
         self.token_shape = self.grid + ((self.model.num_indices,) if self.model.index_axes else ())
+        self.pre_encoded = bool(config.tokens_dir)
 
     def init_state(self, rng) -> TrainState:
         tokens = jnp.zeros((2, *self.token_shape), jnp.int32)
         labels = None if self.model.num_classes is None else jnp.zeros((2,), jnp.int32)
         params = self.model.init({"params": rng}, tokens, labels)["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=self.tx.init(params), skipped_steps=jnp.zeros((), jnp.int32))
+                          opt_state=self.tx.init(params), ema_params=params,
+                          skipped_steps=jnp.zeros((), jnp.int32))
 
     def state_shardings(self):
         abstract = jax.eval_shape(self.init_state, jax.random.key(0))
         return abstract, mesh_lib.state_shardings(self.mesh, abstract, (),
                                                   self.config.mesh.fsdp_min_size)
 
-    def loss_fn(self, params, tokens, labels, rng):
-        m = self.config.masking
+    def inference_params(self, state: TrainState):
+        """The params that sample and evaluate: the EMA when config.ema_decay > 0."""
+        return state.ema_params if self.config.ema_decay > 0 else state.params
+
+    def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """The global batch the step takes: pre-encoded tokens or images, and labels."""
+        if self.pre_encoded:
+            data = jax.ShapeDtypeStruct((batch_size, *self.token_shape), jnp.int32)
+        else:
+            data = jax.ShapeDtypeStruct((batch_size, *self.image_shape), jnp.float32)
+        return {self.data_key: data, "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
+
+    @property
+    def data_key(self) -> str:
+        return "tokens" if self.pre_encoded else "image"
+
+    def tokens_of(self, tokenizer_variables, batch) -> jax.Array:
+        if self.pre_encoded:
+            return batch["tokens"].astype(jnp.int32)
+        return encode(self.tokenizer.model, tokenizer_variables, batch["image"])
+
+    # -- the update step -------------------------------------------------------------------------
+    def micro_loss(self, params, micro, total_masked, rng):
+        """Masked cross-entropy of one micro-batch, scaled so that the micro-batch losses sum to
+        the mean over every masked position of the whole batch (accumulation == one big batch)."""
+        logits = self.model.apply({"params": params}, micro["masked"], micro.get("label"),
+                                  train=True, rngs={"dropout": rng})
+        _, metrics = maskgit_lib.loss_and_metrics(logits, micro["tokens"], micro["mask"],
+                                                  self.model.prediction,
+                                                  self.config.masking.label_smoothing)
+        weight = jnp.sum(micro["mask"]) / total_masked
+        metrics = {"loss": metrics["loss"] * weight, "accuracy": metrics["accuracy"] * weight,
+                   "mask_rate": metrics["mask_rate"] / self.config.grad_accum_steps}
+        return metrics["loss"], metrics
+
+    def gradients(self, params, tokenizer_variables, batch, rng):
+        """(grads, metrics) of the masked-token loss over `batch`, accumulated over
+        config.grad_accum_steps micro-batches. Masking and class dropout are drawn for the whole
+        batch first, so the accumulated gradient is the full-batch gradient (up to dropout)."""
+        config, m = self.config, self.config.masking
         mask_rng, label_rng, dropout_rng = jax.random.split(rng, 3)
+        tokens = self.tokens_of(tokenizer_variables, batch)
         masked, mask = maskgit_lib.mask_tokens(
             mask_rng, tokens, m.schedule, m.min_mask_rate, mask_token_id=self.model.mask_token_id,
             index_axes=self.model.index_axes)
-        if labels is not None and m.class_dropout > 0:
-            labels = maskgit_lib.drop_labels(label_rng, labels, self.model.null_label,
-                                             m.class_dropout)
-        logits = self.model.apply({"params": params}, masked, labels, train=True,
-                                  rngs={"dropout": dropout_rng})
-        return maskgit_lib.loss_and_metrics(logits, tokens, mask, self.model.prediction,
-                                            m.label_smoothing)
+        inputs = {"masked": masked, "tokens": tokens, "mask": mask}
+        if self.model.num_classes is not None:
+            labels = batch["label"]
+            if m.class_dropout > 0:
+                labels = maskgit_lib.drop_labels(label_rng, labels, self.model.null_label,
+                                                 m.class_dropout)
+            inputs["label"] = labels
+        total_masked = jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
+        k = config.grad_accum_steps
+        grad_fn = jax.grad(self.micro_loss, has_aux=True)
+
+        def accumulate(grad_sum, xs):
+            micro, i = xs
+            g, metrics = grad_fn(params, micro, total_masked, jax.random.fold_in(dropout_rng, i))
+            return jax.tree.map(jnp.add, grad_sum, g), metrics
+
+        grads, metrics = jax.lax.scan(accumulate, jax.tree.map(jnp.zeros_like, params),
+                                      (loop.microbatches(inputs, k), jnp.arange(k)))
+        return grads, jax.tree.map(jnp.sum, metrics)
 
     def train_step(self, state: TrainState, tokenizer_variables, batch):
         rng = jax.random.fold_in(jax.random.key(self.config.seed), state.step)
-        tokens = encode(self.tokenizer.model, tokenizer_variables, batch["image"])
-        labels = batch["label"] if self.model.num_classes is not None else None
-        grads, metrics = jax.grad(self.loss_fn, has_aux=True)(state.params, tokens, labels, rng)
+        grads, metrics = self.gradients(state.params, tokenizer_variables, batch, rng)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = _all_finite((grads, metrics["loss"], params))
-        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        kept = _select(finite, new, state.replace(step=state.step + 1))
-        kept = kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+        finite = loop.all_finite((grads, metrics["loss"], params))
+        new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            ema_params=loop.ema_update(state.ema_params, params,
+                                                       self.config.ema_decay))
+        kept = loop.keep_if_finite(finite, new, state)
         metrics = {f"loss/{k}": v for k, v in metrics.items()}
         metrics.update({
             "train/grad_norm": optax.tree.norm(grads),
@@ -211,6 +264,24 @@ class MaskGITTrainer:
         })
         return kept, metrics
 
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval_sums(self, params, tokenizer_variables, batch, rng):
+        """Sums over one eval batch of the masked-token NLL (no label smoothing) and accuracy,
+        with training's masking distribution drawn from `rng`; padded rows (mask 0) excluded."""
+        tokens = self.tokens_of(tokenizer_variables, batch)
+        masked, mask = maskgit_lib.mask_tokens(
+            rng, tokens, self.config.masking.schedule, self.config.masking.min_mask_rate,
+            mask_token_id=self.model.mask_token_id, index_axes=self.model.index_axes)
+        mask = mask & (batch["mask"] > 0)[:, None]
+        labels = batch["label"] if self.model.num_classes is not None else None
+        logits = self.model.apply({"params": params}, masked, labels)
+        _, metrics = maskgit_lib.loss_and_metrics(logits, tokens, mask, self.model.prediction,
+                                                  label_smoothing=0.0)
+        count = jnp.sum(mask).astype(jnp.float32)
+        return {"nll": metrics["loss"] * count, "accuracy": metrics["accuracy"] * count,
+                "masked": count, "examples": jnp.sum(batch["mask"])}
+
+    # -- sampling --------------------------------------------------------------------------------
     def sample(self, params, tokenizer_variables, rng, labels, **options):
         """(tokens [B, h, w(, Q)], images [B, H, W, 3]) for labels [B] (None: unconditional, with
         `batch_size` in options)."""
@@ -229,13 +300,49 @@ class MaskGITTrainer:
 
 
 # ------------------------------------------------------------------------------------------------
+# Input
+# ------------------------------------------------------------------------------------------------
+def make_input(config, split: str, batch_size: int, *, train: bool, image_size: int):
+    """The iterator of `split`: pre-encoded tokens (config.tokens_dir) or images of the dataset."""
+    ds = config.dataset
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    if config.tokens_dir:
+        return tokens_lib.token_pipeline(config.tokens_dir, split, batch_size, config.seed,
+                                         train=train, flip=None if ds.flip else False, **process)
+    if train:
+        return data_lib.input_pipeline(
+            ds.name, split, global_batch_size=batch_size, image_size=image_size,
+            seed=config.seed, train=True, data_dir=ds.data_dir or None, crop=ds.crop,
+            area_range=(ds.crop_area_min, 1.0), flip=ds.flip, num_workers=ds.num_workers,
+            **process)
+    return data_lib.input_pipeline(ds.name, split, global_batch_size=batch_size,
+                                   image_size=image_size, seed=config.seed, train=False,
+                                   data_dir=ds.data_dir or None, **process)
+
+
+def check_tokens_dir(config, tokenizer: Tokenizer, token_shape) -> dict:
+    """The tokens_info.json of config.tokens_dir, checked against this run's tokenizer."""
+    info = tokens_lib.read_info(config.tokens_dir)
+    problems = []
+    if int(info["tokenizer_step"]) != tokenizer.step:
+        problems.append(f"it was encoded by tokenizer step {info['tokenizer_step']}, the "
+                        f"tokenizer_workdir's latest checkpoint is step {tokenizer.step}")
+    if tuple(info["token_shape"]) != tuple(token_shape):
+        problems.append(f"its token shape is {tuple(info['token_shape'])}, this run's is "
+                        f"{tuple(token_shape)}")
+    if problems:
+        raise ValueError(f"config.tokens_dir={config.tokens_dir!r} does not match "
+                         f"config.tokenizer_workdir={config.tokenizer_workdir!r}: "
+                         + "; ".join(problems) + ". Re-encode with python -m launch.encode_tokens")
+    if Path(info["tokenizer_workdir"]).resolve() != Path(config.tokenizer_workdir).resolve():
+        log.warning("tokens_dir was encoded from %s, this run's tokenizer is %s (same step and "
+                    "shape: assuming a copy)", info["tokenizer_workdir"], config.tokenizer_workdir)
+    return info
+
+
+# ------------------------------------------------------------------------------------------------
 # The loop
 # ------------------------------------------------------------------------------------------------
-def make_mesh(config):
-    devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
-    return mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-
-
 def resolve_config(config, tokenizer: Tokenizer, dataset_classes) -> ml_collections.ConfigDict:
     """A copy with dataset.image_size and model.num_classes filled in (saved in checkpoints)."""
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
@@ -252,124 +359,94 @@ def preview_labels(num_classes: int | None, per_class: int, max_classes: int = 1
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train (or resume) a MaskGIT in `workdir`; returns the last logged metrics."""
-    is_main = jax.process_index() == 0
-    mesh = make_mesh(config)
-    if config.batch_size % mesh.size:
-        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
-                         f"{mesh.size} devices of the mesh")
+    mesh = loop.make_mesh(config)
     tokenizer = restore_tokenizer(config.tokenizer_workdir, mesh)
-
-    # -- input ------------------------------------------------------------------------------------
-    ds = config.dataset
-    image_size = ds.image_size or int(tokenizer.config.dataset.image_size)
-    train_iter = data_lib.input_pipeline(
-        ds.name, ds.train_split, global_batch_size=config.batch_size, image_size=image_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-        train=True, data_dir=ds.data_dir or None, crop=ds.crop, area_range=(ds.crop_area_min, 1.0),
-        flip=ds.flip, num_workers=ds.num_workers)
+    image_size = config.dataset.image_size or int(tokenizer.config.dataset.image_size)
+    train_iter = make_input(config, config.dataset.train_split, config.batch_size, train=True,
+                            image_size=image_size)
+    if config.tokens_dir and image_size != train_iter.info.image_size:
+        raise ValueError(f"config.dataset.image_size={image_size} but config.tokens_dir holds "
+                         f"tokens of {train_iter.info.image_size}px images")
     config = resolve_config(config, tokenizer, train_iter.info.num_classes)
     trainer = MaskGITTrainer(config, mesh, tokenizer, config.model.num_classes or None)
-    batch_sharding = mesh_lib.batch_sharding(mesh)
-    _check_process_slice(batch_sharding, config.batch_size)
+    if config.tokens_dir:
+        check_tokens_dir(config, tokenizer, trainer.token_shape)
+    loop.check_process_slice(mesh_lib.batch_sharding(mesh), config.batch_size)
 
-    # -- state --------------------------------------------------------------------------------------
     abstract, shardings = trainer.state_shardings()
-    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    start_step = checkpointer.latest_step()
-    if start_step is not None:
-        state, data_state, _ = checkpointer.restore(
-            start_step, ckpt_lib.abstract_like(abstract, shardings))
-        train_iter.set_state(data_state)
-        log.info("resumed from step %d", start_step)
-    else:
-        state = jax.jit(trainer.init_state, out_shardings=shardings)(jax.random.key(config.seed))
-        start_step = 0
-
-    # -- compiled step ------------------------------------------------------------------------------
-    replicated = mesh_lib.replicated(mesh)
-    tok_shardings = jax.tree.map(lambda x: x.sharding, tokenizer.variables)
-    step_fn = jax.jit(trainer.train_step,
-                      in_shardings=(shardings, tok_shardings, batch_sharding),
-                      out_shardings=(shardings, replicated), donate_argnums=(0,))
     s = config.sample
-    labels = preview_labels(trainer.model.num_classes, s.per_class)
+    labels = jnp.asarray(preview_labels(trainer.model.num_classes, s.per_class))
     sample_fn = trainer.jit_sample(**decode_options(s))
+    eval_sums = jax.jit(trainer.eval_sums, out_shardings=mesh_lib.replicated(mesh))
 
-    writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
-    if is_main and start_step == 0:
-        (writer.workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
-    progress = metrics_writer.Progress(config.total_steps, start_step, enabled=is_main)
+    def write_samples(step, state, batch, writer):
+        rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
+        _, images = loop.to_host(sample_fn(trainer.inference_params(state), tokenizer.variables,
+                                           rng, labels))
+        writer.write_images(step, "samples", metrics_writer.image_grid(
+            images, columns=max(s.per_class, 1) if len(labels) > 1 else None))
 
-    stop_requested = {"flag": False}
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.__setitem__("flag", True))
-    last_saved = {"step": start_step}
+    def run_eval(step, state, batch, writer):
+        return evaluate(trainer, trainer.inference_params(state), eval_sums)
 
-    def save(step, force=False):
-        if step == last_saved["step"]:
-            return
-        checkpointer.save(step, state, train_iter.get_state(), config_to_dict(config), force=force)
-        last_saved["step"] = step
+    def build_step():
+        step_fn, flops_per_step = loop.compile_step(
+            trainer.train_step, abstract, shardings, trainer.batch_spec(config.batch_size), mesh,
+            tokenizer.variables)
+        return (lambda state, batch: step_fn(state, tokenizer.variables, batch)), flops_per_step
 
-    last_metrics: dict = {}
-    timer_start, timer_step = time.perf_counter(), start_step
-    step = start_step
-    try:
-        while step < config.total_steps:
-            local = next(train_iter)
-            batch = mesh_lib.global_batch(mesh, {"image": local["image"], "label": local["label"]})
-            state, metrics = step_fn(state, tokenizer.variables, batch)
-            step += 1
+    def next_batch(it):
+        local = next(it)
+        return mesh_lib.global_batch(mesh, {trainer.data_key: local[trainer.data_key],
+                                            "label": local["label"]})
 
-            if step % config.log_every_steps == 0 or step == config.total_steps:
-                metrics = {k: float(v) for k, v in to_host(metrics).items()}
-                if config.nonfinite == "error" and not metrics["train/finite"]:
-                    raise NonFiniteError(
-                        f"step {step}: non-finite loss or gradients (config.nonfinite='error'); "
-                        "set config.nonfinite='skip' to drop such updates instead")
-                elapsed = time.perf_counter() - timer_start
-                steps_per_s = (step - timer_step) / max(elapsed, 1e-9)
-                metrics.update({
-                    "perf/steps_per_s": steps_per_s,
-                    "perf/images_per_s": steps_per_s * config.batch_size,
-                    "data/skipped_examples": float(train_iter.num_skipped),
-                })
-                writer.write_scalars(step, metrics)
-                progress.update(step, loss=metrics["loss/loss"], acc=metrics["loss/accuracy"],
-                                img_s=metrics["perf/images_per_s"])
-                last_metrics = metrics
-                timer_start, timer_step = time.perf_counter(), step
-            elif config.nonfinite == "error" and not to_host(metrics["train/finite"]):
-                raise NonFiniteError(f"step {step}: non-finite loss or gradients "
-                                     "(config.nonfinite='error')")
+    return loop.train_loop(
+        config, workdir, abstract=abstract, shardings=shardings, init_state=trainer.init_state,
+        train_iter=train_iter, build_step=build_step, next_batch=next_batch,
+        hooks=[loop.Hook(config.image_every_steps, write_samples),
+               loop.Hook(config.eval_every_steps, run_eval)],
+        progress_fields={"loss": "loss/loss", "acc": "loss/accuracy",
+                         "img_s": "perf/images_per_s"})
 
-            if config.image_every_steps and (step % config.image_every_steps == 0
-                                             or step == config.total_steps):
-                rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
-                _, images = to_host(sample_fn(state.params, tokenizer.variables, rng,
-                                              jnp.asarray(labels)))
-                writer.write_images(step, "samples", metrics_writer.image_grid(
-                    images, columns=max(s.per_class, 1) if len(labels) > 1 else None))
 
-            if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
-                save(step)
-            if stop_requested["flag"]:
-                log.warning("SIGTERM: saving a final checkpoint at step %d and exiting", step)
-                save(step, force=True)
+def evaluate(trainer: MaskGITTrainer, params, eval_sums) -> dict:
+    """Masked-token NLL and accuracy of `params` on `eval_examples` of the eval split, with the
+    same masks at every evaluation (rng from config.seed and the batch index)."""
+    config, mesh = trainer.config, trainer.mesh
+    batch_size = min(config.batch_size, max(config.eval_examples, mesh.size))
+    batch_size -= batch_size % mesh.size
+    it = make_input(config, config.dataset.eval_split, batch_size, train=False,
+                    image_size=config.dataset.image_size)
+    totals = None
+    with it:
+        for b in range(max(1, math.ceil(config.eval_examples / batch_size))):
+            try:
+                local = next(it)
+            except StopIteration:  # the eval split is smaller than eval_examples
                 break
-    finally:
-        checkpointer.close()
-        progress.close()
-        writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
-    return last_metrics
+            rows = local["mask"].shape[0]
+            first = b * batch_size + jax.process_index() * rows
+            mask = local["mask"] & (first + np.arange(rows) < config.eval_examples)
+            batch = mesh_lib.global_batch(mesh, {trainer.data_key: local[trainer.data_key],
+                                                 "label": local["label"],
+                                                 "mask": mask.astype(np.float32)})
+            rng = jax.random.fold_in(jax.random.key(config.seed + 2), b)
+            sums = loop.to_host(eval_sums(params, trainer.tokenizer.variables, batch, rng))
+            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    if totals is None:
+        return {}
+    masked = max(float(totals["masked"]), 1.0)
+    return {"eval/nll": float(totals["nll"]) / masked,
+            "eval/accuracy": float(totals["accuracy"]) / masked,
+            "eval/examples": float(totals["examples"])}
 
 
 # ------------------------------------------------------------------------------------------------
 # Restoring a finished run for sampling
 # ------------------------------------------------------------------------------------------------
 def load_for_sampling(workdir: str, mesh, step: int | None = None):
-    """(trainer, params, checkpoint step) of a MaskGIT run, the tokenizer restored via its config."""
+    """(trainer, params, checkpoint step) of a MaskGIT run, the tokenizer restored via its config;
+    params are the EMA params when the run kept them (config.ema_decay > 0)."""
     if not (Path(workdir) / "checkpoints").is_dir():
         raise FileNotFoundError(f"{workdir!r} has no checkpoints/ directory (not a MaskGIT run?)")
     checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True, async_save=False)
@@ -386,4 +463,107 @@ def load_for_sampling(workdir: str, mesh, step: int | None = None):
         state, _, _ = checkpointer.restore(step, ckpt_lib.abstract_like(abstract, shardings))
     finally:
         checkpointer.close()
-    return trainer, state.params, step
+    return trainer, trainer.inference_params(state), step
+
+
+# ------------------------------------------------------------------------------------------------
+# Pre-encoding a dataset into tokens (python -m launch.encode_tokens)
+# ------------------------------------------------------------------------------------------------
+def _local_rows(array: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in global order."""
+    shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+    seen, rows = set(), []
+    for shard in shards:
+        start = shard.index[0].start or 0
+        if start not in seen:  # replicas of the same rows (not with the batch sharding)
+            seen.add(start)
+            rows.append(np.asarray(shard.data))
+    return np.concatenate(rows)
+
+
+def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation"),
+               dataset: str | None = None, data_dir: str | None = None,
+               image_size: int | None = None, batch_size: int = 256, flip: bool = True,
+               overwrite: bool = False, limit: int | None = None) -> dict:
+    """Encodes every image of `splits` with the tokenizer of `tokenizer_workdir` (center crop at
+    its training resolution, plus the mirror image's tokens when `flip`) into a pre-encoded token
+    dataset in `out` (see `vqjax.data.tokens`); returns its tokens_info. Sharded over all devices;
+    every process writes the examples it encoded; tokens_info.json is written last."""
+    out_dir = Path(out)
+    if (out_dir / tokens_lib.INFO_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{out!r} already holds a token dataset; pass overwrite=True "
+                              "(--overwrite) to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:  # the old dataset is incomplete from here until the new info
+        (out_dir / tokens_lib.INFO_FILE).unlink(missing_ok=True)
+    mesh = mesh_lib.make_mesh()
+    tokenizer = restore_tokenizer(tokenizer_workdir, mesh)
+    tok_cfg = tokenizer.config
+    dataset = dataset or tok_cfg.dataset.name
+    data_dir = data_dir or tok_cfg.dataset.get("data_dir") or None
+    image_size = image_size or int(tok_cfg.dataset.image_size)
+    batch_size = max(mesh.size, batch_size - batch_size % mesh.size)
+    quantizer = tokenizer.model.built_quantizer()
+    vocab = int(quantizer.codebook_size)
+    records = None
+
+    @functools.partial(jax.jit, out_shardings=mesh_lib.batch_sharding(mesh))
+    def encode_batch(variables, images):
+        tokens = encode(tokenizer.model, variables, images)
+        if not flip:
+            return tokens, tokens
+        return tokens, encode(tokenizer.model, variables, images[:, :, ::-1])
+
+    info_splits, num_classes = {}, None
+    p, count = jax.process_index(), jax.process_count()
+    for split in splits:
+        it = data_lib.input_pipeline(dataset, split, global_batch_size=batch_size,
+                                     image_size=image_size, train=False, data_dir=data_dir,
+                                     process_index=p, process_count=count)
+        num_classes = it.info.num_classes
+        total = it.info.num_examples if limit is None else min(limit, it.info.num_examples)
+        steps = math.ceil(total / batch_size)
+        writer = tokens_lib.ShardWriter(out_dir, split, p, count)
+        progress = metrics_writer.Progress(steps, 0, enabled=p == 0)
+        start = time.perf_counter()
+        with it:
+            for b in range(steps):
+                local = next(it)
+                batch = mesh_lib.global_batch(mesh, {"image": local["image"]})
+                tokens, flipped = encode_batch(tokenizer.variables, batch["image"])
+                tokens, flipped = _local_rows(tokens), _local_rows(flipped)
+                if records is None:
+                    records = tokens_lib.TokenRecords(tokens.shape[1:],
+                                                      tokens_lib.token_dtype(vocab), flip)
+                rows = local["mask"].shape[0]
+                first = b * batch_size + p * rows
+                keep = local["mask"] & (first + np.arange(rows) < total)
+                for i in np.flatnonzero(keep):
+                    writer.write(records.encode(int(local["label"][i]), tokens[i],
+                                                flipped[i] if flip else None))
+                progress.update(b + 1, img_s=(b + 1) * batch_size / (time.perf_counter() - start))
+        writer.close()
+        progress.close()
+        info_splits[split] = {"files": [tokens_lib.shard_name(split, q, count)
+                                        for q in range(count)]}
+        log.info("encoded %s/%s: %d examples in this process", dataset, split, writer.count)
+
+    if count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("vqjax.pre_encode.done")
+    info = {
+        "tokenizer_workdir": str(Path(tokenizer_workdir).resolve()),
+        "tokenizer_step": tokenizer.step, "dataset": dataset, "image_size": image_size,
+        "token_shape": list(records.token_shape), "dtype": records.dtype.name, "flip": flip,
+        "codebook_size": vocab, "num_classes": num_classes, "crop": "center",
+        "splits": info_splits,
+    }
+    if p == 0:
+        import grain
+
+        for split, entry in info_splits.items():
+            files = [str(out_dir / f) for f in entry["files"]]
+            entry["num_examples"] = len(grain.sources.ArrayRecordDataSource(files))
+        tokens_lib.write_info(out_dir, info)
+    return info

@@ -12,11 +12,8 @@ everything else, so a killed run resumes bit for bit.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
-import signal
-import time
 from typing import Any
 
 import flax
@@ -34,18 +31,14 @@ from vqjax.losses.total import LossConfig, discriminator_loss, generator_loss
 from vqjax.models import discriminator as disc_lib
 from vqjax.models import vit_vqgan, vqgan
 from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
-from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
 from vqjax.train import metrics_writer
-from vqjax.train import perf
+from vqjax.train import loop
+from vqjax.train.loop import NonFiniteError, config_to_dict, to_host  # noqa: F401 (re-exported)
 
 log = logging.getLogger("vqjax.train")
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-class NonFiniteError(FloatingPointError):
-    pass
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,31 +84,6 @@ def loss_config(config) -> LossConfig:
     return LossConfig(**fields)
 
 
-def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    if opt.schedule == "constant":
-        return optax.join_schedules(
-            [optax.linear_schedule(0.0, opt.lr, max(opt.warmup_steps, 1)),
-             optax.constant_schedule(opt.lr)], [opt.warmup_steps])
-    if opt.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0, opt.lr, max(opt.warmup_steps, 1), max(total_steps, opt.warmup_steps + 1),
-            end_value=opt.lr * 0.01)
-    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; choose constant or cosine")
-
-
-def build_optimizer(opt, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    schedule = learning_rate_schedule(opt, total_steps)
-    if opt.name == "adam":
-        tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
-    elif opt.name == "lion":
-        tx = optax.lion(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
-    else:
-        raise ValueError(f"config.optimizer.name={opt.name!r}; choose adam or lion")
-    if opt.grad_clip_norm:
-        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
-    return tx, schedule
-
-
 # ------------------------------------------------------------------------------------------------
 # Train state
 # ------------------------------------------------------------------------------------------------
@@ -132,16 +100,6 @@ class TrainState:
     skipped_steps: jax.Array  # int32 []: updates dropped because of NaN/Inf
 
 
-def _select(keep, new, old):
-    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
-
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 class TokenizerTrainer:
     """Everything static about a run (model, losses, optimizers, mesh); methods are the pieces of
     the step and the loop. `train_and_evaluate(config, workdir)` drives it."""
@@ -156,7 +114,7 @@ class TokenizerTrainer:
             raise ValueError("config.loss.adaptive_weight=True is not supported by the tokenizer "
                              "trainer (vqjax.losses.adversarial.adaptive_weight is available for "
                              "custom loops); use a fixed config.loss.adversarial_weight")
-        self.tx, self.schedule = build_optimizer(config.optimizer, config.total_steps)
+        self.tx, self.schedule = loop.build_optimizer(config.optimizer, config.total_steps)
         d = config.discriminator
         self.disc_tx = optax.adam(d.lr, b1=d.b1, b2=d.b2)
         if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
@@ -233,7 +191,7 @@ class TokenizerTrainer:
         rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
         images = batch["image"]
         k = config.grad_accum_steps
-        micro = images.reshape(k, images.shape[0] // k, *images.shape[1:])
+        micro = loop.microbatches(images, k)
         gen_grad = jax.grad(self.generator_terms, has_aux=True)
         disc_grad = jax.grad(self.discriminator_terms, has_aux=True)
 
@@ -258,18 +216,16 @@ class TokenizerTrainer:
         params = optax.apply_updates(state.params, updates)
         d_updates, disc_opt_state = self.disc_tx.update(d, state.disc_opt_state, state.disc_params)
         disc_params = optax.apply_updates(state.disc_params, d_updates)
-        decay = config.ema_decay
-        ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, params)
+        ema = loop.ema_update(state.ema_params, params, config.ema_decay)
 
-        finite = _all_finite((g, d, metrics["loss/loss"], metrics["disc/loss"], params,
-                              disc_params))
+        finite = loop.all_finite((g, d, metrics["loss/loss"], metrics["disc/loss"], params,
+                                  disc_params))
         new = state.replace(
             step=state.step + 1,
             params=params, quantizer_state=qstate, opt_state=opt_state, ema_params=ema,
             disc_params=disc_params, disc_opt_state=disc_opt_state, lecam_state=lecam)
         # A non-finite step changes nothing but the step counter and the skip count.
-        kept = _select(finite, new, state.replace(step=state.step + 1))
-        kept = kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+        kept = loop.keep_if_finite(finite, new, state)
         metrics.update({
             "train/grad_norm": optax.tree.norm(g),
             "train/disc_grad_norm": optax.tree.norm(d),
@@ -306,11 +262,6 @@ class TokenizerTrainer:
         }
 
 
-def to_host(tree):
-    """Replicated global arrays -> numpy, from this process's own copy (works multi-host)."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
-
-
 def psnr(a, b):
     """PSNR in dB for images in [-1, 1] (data range 2)."""
     mse = jnp.mean((a.astype(jnp.float32) - b.astype(jnp.float32)) ** 2, axis=(1, 2, 3))
@@ -320,137 +271,45 @@ def psnr(a, b):
 # ------------------------------------------------------------------------------------------------
 # The loop
 # ------------------------------------------------------------------------------------------------
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json_best_effort())
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train (or resume) in `workdir`; returns the last logged metrics."""
-    is_main = jax.process_index() == 0
-    # -- mesh -------------------------------------------------------------------------------------
-    devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
-    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-    if config.batch_size % mesh.size:
-        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
-                         f"{mesh.size} devices of the mesh")
+    mesh = loop.make_mesh(config)
     trainer = TokenizerTrainer(config, mesh)
-
-    # -- input ------------------------------------------------------------------------------------
     ds = config.dataset
     train_iter = data_lib.input_pipeline(
         ds.name, ds.train_split, global_batch_size=config.batch_size, image_size=ds.image_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
         train=True, data_dir=ds.data_dir or None, crop=ds.crop, area_range=(ds.crop_area_min, 1.0),
         flip=ds.flip, num_workers=ds.num_workers)
-    batch_sharding = mesh_lib.batch_sharding(mesh)
-    _check_process_slice(batch_sharding, config.batch_size)
+    loop.check_process_slice(mesh_lib.batch_sharding(mesh), config.batch_size)
 
-    # -- state: created sharded, or restored onto this mesh ----------------------------------------
     abstract, shardings = trainer.state_shardings()
-    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    start_step = checkpointer.latest_step()
-    if start_step is not None:
-        state, data_state, _ = checkpointer.restore(
-            start_step, ckpt_lib.abstract_like(abstract, shardings))
-        train_iter.set_state(data_state)
-        log.info("resumed from step %d", start_step)
-    else:
-        init = jax.jit(trainer.init_state, out_shardings=shardings)
-        state = init(jax.random.key(config.seed))
-        start_step = 0
-
-    # -- compiled step ------------------------------------------------------------------------------
+    batch_spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *trainer.image_shape),
+                                                jnp.float32)}
     replicated = mesh_lib.replicated(mesh)
-    step_fn = jax.jit(trainer.train_step, in_shardings=(shardings, batch_sharding),
-                      out_shardings=(shardings, replicated), donate_argnums=(0,))
     preview = jax.jit(trainer.preview, out_shardings=replicated)
     eval_sums = jax.jit(trainer.eval_sums, out_shardings=replicated)
-    batch_spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *trainer.image_shape),
-                                                jnp.float32, sharding=batch_sharding)}
-    compiled = step_fn.lower(state, batch_spec).compile()
-    flops_per_step = perf.compiled_flops(compiled)
-    peak_flops = perf.peak_flops_per_device() * jax.device_count()
 
-    writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
-    if is_main and start_step == 0:
-        (writer.workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
-    progress = metrics_writer.Progress(config.total_steps, start_step, enabled=is_main)
+    def write_reconstructions(step, state, batch, writer):
+        images, recon = loop.to_host(preview(state.ema_params, state.quantizer_state,
+                                             batch["image"]))
+        pairs = np.stack([images, recon], axis=1)
+        writer.write_images(step, "reconstructions", metrics_writer.image_grid(
+            pairs.reshape(-1, *pairs.shape[2:]), columns=4))
 
-    # -- preemption: SIGTERM asks for a final checkpoint --------------------------------------------
-    stop_requested = {"flag": False}
-    previous_handler = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum, frame):
-        stop_requested["flag"] = True
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-
-    last_saved = {"step": start_step}
-
-    def save(step, force=False):
-        if step == last_saved["step"]:  # e.g. SIGTERM right after a periodic save
-            return
-        checkpointer.save(step, state, train_iter.get_state(), config_to_dict(config), force=force)
-        last_saved["step"] = step
-
-    last_metrics: dict = {}
-    timer_start, timer_step = time.perf_counter(), start_step
-    step = start_step
-    try:
-        while step < config.total_steps:
-            local = next(train_iter)
-            batch = mesh_lib.global_batch(mesh, {"image": local["image"]})
-            state, metrics = compiled(state, batch)
-            step += 1
-
-            if step % config.log_every_steps == 0 or step == config.total_steps:
-                metrics = to_host(metrics)
-                if config.nonfinite == "error" and not metrics["train/finite"]:
-                    raise NonFiniteError(
-                        f"step {step}: non-finite loss or gradients (config.nonfinite='error'); "
-                        "set config.nonfinite='skip' to drop such updates instead")
-                elapsed = time.perf_counter() - timer_start
-                steps_per_s = (step - timer_step) / max(elapsed, 1e-9)
-                metrics = {k: float(v) for k, v in metrics.items()}
-                metrics.update({
-                    "perf/steps_per_s": steps_per_s,
-                    "perf/images_per_s": steps_per_s * config.batch_size,
-                    "perf/mfu": flops_per_step * steps_per_s / peak_flops if peak_flops else 0.0,
-                    "data/skipped_examples": float(train_iter.num_skipped),
-                })
-                writer.write_scalars(step, metrics)
-                progress.update(step, loss=metrics["loss/loss"],
-                                img_s=metrics["perf/images_per_s"],
-                                usage=metrics.get("quantizer/usage", 0.0))
-                last_metrics = metrics
-                timer_start, timer_step = time.perf_counter(), step
-            elif config.nonfinite == "error" and not to_host(metrics["train/finite"]):
-                raise NonFiniteError(f"step {step}: non-finite loss or gradients "
-                                     "(config.nonfinite='error')")
-
-            if step % config.image_every_steps == 0 or step == config.total_steps:
-                images, recon = to_host(preview(state.ema_params, state.quantizer_state,
-                                                batch["image"]))
-                pairs = np.stack([images, recon], axis=1)
-                writer.write_images(step, "reconstructions",
-                                    metrics_writer.image_grid(pairs.reshape(-1, *pairs.shape[2:]),
-                                                              columns=4))
-            if config.eval_every_steps and (step % config.eval_every_steps == 0
-                                            or step == config.total_steps):
-                writer.write_scalars(step, evaluate(trainer, state, eval_sums, mesh))
-
-            if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
-                save(step)
-            if stop_requested["flag"]:
-                log.warning("SIGTERM: saving a final checkpoint at step %d and exiting", step)
-                save(step, force=True)
-                break
-    finally:
-        checkpointer.close()
-        progress.close()
-        writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
-    return last_metrics
+    hooks = [loop.Hook(config.image_every_steps, write_reconstructions),
+             loop.Hook(config.eval_every_steps,
+                       lambda step, state, batch, writer: evaluate(trainer, state, eval_sums,
+                                                                   mesh))]
+    return loop.train_loop(
+        config, workdir, abstract=abstract, shardings=shardings, init_state=trainer.init_state,
+        train_iter=train_iter,
+        build_step=lambda: loop.compile_step(trainer.train_step, abstract, shardings, batch_spec,
+                                             mesh),
+        next_batch=lambda it: mesh_lib.global_batch(mesh, {"image": next(it)["image"]}),
+        hooks=hooks,
+        progress_fields={"loss": "loss/loss", "img_s": "perf/images_per_s",
+                         "usage": "quantizer/usage"})
 
 
 def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> dict:
@@ -476,7 +335,7 @@ def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> d
         mask = local["mask"] & (first + np.arange(rows) < config.eval_examples)
         batch = mesh_lib.global_batch(mesh, {"image": local["image"],
                                              "mask": mask.astype(np.float32)})
-        sums = to_host(eval_sums(state.ema_params, state.quantizer_state, batch["image"],
+        sums = loop.to_host(eval_sums(state.ema_params, state.quantizer_state, batch["image"],
                                  batch["mask"]))
         totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
     it.close()
@@ -499,19 +358,3 @@ def code_counts(indices, codebook_size: int, mask) -> jax.Array:
     """Per-code counts over the images where mask is 1 (all index axes counted)."""
     weights = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (indices.ndim - 1)), indices.shape)
     return jnp.zeros((codebook_size,), jnp.float32).at[indices.reshape(-1)].add(weights.reshape(-1))
-
-
-def _check_process_slice(sharding, global_batch_size: int) -> None:
-    """Each process must feed the contiguous rows [p*B/P, (p+1)*B/P) its devices hold."""
-    p, count = jax.process_index(), jax.process_count()
-    if count == 1:
-        return
-    index_map = sharding.addressable_devices_indices_map((global_batch_size,))
-    rows = sorted({i for idx in index_map.values()
-                   for i in range(*idx[0].indices(global_batch_size))})
-    per = global_batch_size // count
-    if rows != list(range(p * per, (p + 1) * per)):
-        raise RuntimeError(f"process {p} holds batch rows {rows[0]}..{rows[-1]}, not the "
-                           f"contiguous slice {p * per}..{(p + 1) * per - 1} the input pipeline "
-                           "gives it; check the mesh's device order")
-

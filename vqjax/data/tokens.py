@@ -1,0 +1,200 @@
+"""Pre-encoded token datasets: a tokenizer's indices for every image of a split, as array_record
+files, read back with the same global-batch determinism as the image pipeline.
+
+Large MaskGIT runs encode the dataset once (`python -m launch.encode_tokens`) instead of running the
+tokenizer's encoder in every step. A dataset is a directory:
+
+    tokens_info.json                        what was encoded (written last: its presence means the
+                                            dataset is complete)
+    train-00000-of-00001.array_record       one file per encoding process and split
+    validation-00000-of-00001.array_record
+
+Each record is raw little-endian bytes: the int32 label, then the tokens of the image
+(`token_shape`, `dtype`), then, when `flip` is true, the tokens of its horizontal mirror image. The
+training stream picks one of the two per example with probability 1/2 (rng [seed, position]), which
+is the pre-encoded form of the random flip; a random-resized crop can only be applied on the fly.
+
+    it = token_pipeline(dir, "train", global_batch_size=256, seed=0)
+    batch = next(it)     # {"tokens": int32 [b, h, w(, Q)], "label": int32 [b]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+
+from vqjax.data.pipeline import GlobalBatchSlice, InputIterator, StreamInfo, _resolve_processes
+
+INFO_FILE = "tokens_info.json"
+FORMAT = "vqjax.tokens/1"
+
+
+class TokenRecords:
+    """Encodes / decodes one record: label, tokens and (optionally) the mirrored image's tokens."""
+
+    def __init__(self, token_shape, dtype: str, flip: bool):
+        self.token_shape = tuple(int(d) for d in token_shape)
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.flip = bool(flip)
+        self.token_count = int(np.prod(self.token_shape))
+        self.record_bytes = 4 + self.token_count * self.dtype.itemsize * (2 if flip else 1)
+
+    def encode(self, label: int, tokens: np.ndarray, flipped: np.ndarray | None = None) -> bytes:
+        if tuple(tokens.shape) != self.token_shape:
+            raise ValueError(f"tokens of shape {tokens.shape}, expected {self.token_shape}")
+        if self.flip != (flipped is not None):
+            raise ValueError("flipped tokens are required exactly when flip=True")
+        parts = [np.int32(label).astype("<i4").tobytes(), tokens.astype(self.dtype).tobytes()]
+        if flipped is not None:
+            parts.append(flipped.astype(self.dtype).tobytes())
+        return b"".join(parts)
+
+    def decode(self, record: bytes) -> tuple[np.int32, np.ndarray, np.ndarray | None]:
+        if len(record) != self.record_bytes:
+            raise ValueError(f"token record of {len(record)} bytes, expected {self.record_bytes}: "
+                             "the dataset does not match its tokens_info.json")
+        label = np.frombuffer(record, "<i4", count=1)[0]
+        values = np.frombuffer(record, self.dtype, offset=4).astype(np.int32)
+        tokens = values[:self.token_count].reshape(self.token_shape)
+        flipped = values[self.token_count:].reshape(self.token_shape) if self.flip else None
+        return label, tokens, flipped
+
+
+def token_dtype(vocab_size: int) -> str:
+    """The smallest unsigned dtype that holds indices [0, vocab_size)."""
+    return "uint16" if vocab_size <= 2**16 else "int32"
+
+
+def shard_name(split: str, process_index: int, process_count: int) -> str:
+    return f"{split}-{process_index:05d}-of-{process_count:05d}.array_record"
+
+
+def read_info(directory: str | os.PathLike) -> dict[str, Any]:
+    """The tokens_info.json of a pre-encoded dataset, with a clear error when it is missing."""
+    path = Path(directory) / INFO_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{directory!r} is not a complete pre-encoded token dataset (no {INFO_FILE}); create "
+            "it with: python -m launch.encode_tokens --tokenizer_workdir=TOKENIZER_RUN "
+            f"--out={directory}")
+    info = json.loads(path.read_text())
+    if info.get("format") != FORMAT:
+        raise ValueError(f"{path} has format {info.get('format')!r}, expected {FORMAT!r}")
+    return info
+
+
+def write_info(directory: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Writes tokens_info.json atomically (the dataset's completion marker)."""
+    path = Path(directory) / INFO_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, **info}, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+class ShardWriter:
+    """Writes one process's records of a split to `<split>-<p>-of-<P>.array_record`; the file
+    appears under its final name only on `close()` (a crash leaves no partial shard)."""
+
+    def __init__(self, directory: str | os.PathLike, split: str, process_index: int,
+                 process_count: int):
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        self.path = Path(directory) / shard_name(split, process_index, process_count)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._writer = ArrayRecordWriter(str(self._tmp), "group_size:1")
+        self.count = 0
+
+    def write(self, record: bytes) -> None:
+        self._writer.write(record)
+        self.count += 1
+
+    def close(self) -> Path:
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+
+class _DecodeTokens(grain.transforms.MapWithIndex):
+    def __init__(self, records: TokenRecords, seed: int, flip: bool):
+        self.records, self.seed, self.flip = records, seed, flip
+
+    def map_with_index(self, index: int, record: bytes) -> dict:
+        label, tokens, flipped = self.records.decode(record)
+        if self.flip and np.random.default_rng([self.seed, index]).random() < 0.5:
+            tokens = flipped
+        return {"tokens": tokens, "label": label, "mask": np.bool_(True), "skipped": np.int32(0)}
+
+
+def token_pipeline(
+    directory: str | os.PathLike,
+    split: str,
+    global_batch_size: int,
+    seed: int = 0,
+    *,
+    train: bool = True,
+    flip: bool | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    num_epochs: int | None = None,
+    num_threads: int = 0,
+    prefetch_batches: int = 2,
+) -> InputIterator:
+    """This process's iterator over global batches {"tokens", "label"} of a pre-encoded split.
+
+    Same rules as `input_pipeline`: train shuffles globally (seed, epoch) and drops the partial
+    last batch; eval reads the split once in order, pads the last batch and adds "mask" [b]. The
+    global batch at step t does not depend on the process count; `get_state()` is the step.
+    flip (default: train and the dataset has mirrored tokens) picks the mirror image's tokens
+    with probability 1/2.
+    """
+    process_index, process_count = _resolve_processes(process_index, process_count)
+    if global_batch_size % process_count:
+        raise ValueError(f"global_batch_size={global_batch_size} is not divisible by "
+                         f"process_count={process_count}")
+    info = read_info(directory)
+    if split not in info["splits"]:
+        raise ValueError(f"pre-encoded dataset {str(directory)!r} has splits "
+                         f"{sorted(info['splits'])}, not {split!r}")
+    files = [str(Path(directory) / f) for f in info["splits"][split]["files"]]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"pre-encoded dataset {str(directory)!r} lacks {missing}")
+    records = TokenRecords(info["token_shape"], info["dtype"], info["flip"])
+    flip = (train and records.flip) if flip is None else flip
+    if flip and not records.flip:
+        raise ValueError(f"flip=True but {str(directory)!r} was encoded without mirrored tokens "
+                         "(launch.encode_tokens --flip)")
+    source = grain.sources.ArrayRecordDataSource(files)
+    if len(source) == 0:
+        raise ValueError(f"pre-encoded split {split!r} of {str(directory)!r} is empty")
+    if num_epochs is None and not train:
+        num_epochs = 1
+
+    dataset = grain.MapDataset.source(source)
+    if train:
+        dataset = dataset.shuffle(seed=int(np.random.SeedSequence(seed).generate_state(1)[0]))
+    dataset = dataset.repeat(num_epochs).map_with_index(_DecodeTokens(records, seed, flip))
+    pad_element = None
+    if not train:
+        pad_element = {"tokens": np.zeros(records.token_shape, np.int32), "label": np.int32(0),
+                       "mask": np.bool_(False), "skipped": np.int32(0)}
+    local = GlobalBatchSlice(dataset, global_batch_size, process_index, process_count, pad_element)
+    local_batch_size = global_batch_size // process_count
+    name = f"tokens:{info['dataset']}"
+    stream_info = StreamInfo(
+        dataset=name, split=split, global_batch_size=global_batch_size,
+        local_batch_size=local_batch_size, image_size=int(info["image_size"]),
+        num_examples=len(source), num_classes=info.get("num_classes"),
+        process_index=process_index, process_count=process_count)
+    identity = {"dataset": name, "split": split, "seed": seed,
+                "global_batch_size": global_batch_size}
+    return InputIterator(
+        local.batch(local_batch_size, drop_remainder=True), identity=identity, keep_mask=not train,
+        num_threads=num_threads, prefetch_batches=prefetch_batches, num_workers=0,
+        info=stream_info)

@@ -1,0 +1,291 @@
+"""What every trainer shares: the optimizer from the config, the step helpers (finite checks, EMA,
+host transfer) and the outer loop (restore or init, checkpoints, SIGTERM, logging, periodic work).
+
+A trainer supplies the pure pieces (its state's abstract value and shardings, `init_state`, a
+compiled `step_fn(state, batch) -> (state, metrics)`) and periodic hooks (images, eval); `train_loop`
+drives them. The loop owns everything that makes a run resumable and observable:
+
+- state is restored from the latest complete checkpoint onto the current mesh (any device count),
+  with the input iterator's position, or created sharded with `jax.jit(init_state)`;
+- checkpoints every `checkpoint_every_steps` and at the end (Orbax, async, atomic); SIGTERM (a
+  preempted TPU VM, `scancel`) finishes the current step, saves, and returns;
+- every `log_every_steps`: metrics to metrics.jsonl / TensorBoard / the progress bar, with
+  steps/s, images/s and MFU; `nonfinite="error"` stops on a non-finite step with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vqjax.train import checkpoint as ckpt_lib
+from vqjax.train import mesh as mesh_lib
+from vqjax.train import metrics_writer, perf
+
+log = logging.getLogger("vqjax.train")
+
+
+class NonFiniteError(FloatingPointError):
+    """A step produced NaN/Inf with config.nonfinite='error'."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Config -> mesh, optimizer
+# ------------------------------------------------------------------------------------------------
+def make_mesh(config) -> jax.sharding.Mesh:
+    """The ("data", "fsdp") mesh of config.mesh (over the first mesh.num_devices devices, or all)."""
+    devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
+    if config.batch_size % mesh.size:
+        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                         f"{mesh.size} devices of the mesh")
+    k = config.grad_accum_steps
+    if k < 1 or config.batch_size % k or (config.batch_size // k) % mesh.size:
+        raise ValueError(f"config.grad_accum_steps={k} must divide config.batch_size="
+                         f"{config.batch_size} into micro-batches divisible by the {mesh.size} "
+                         "devices")
+    return mesh
+
+
+def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+    if opt.schedule == "constant":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, opt.lr, max(opt.warmup_steps, 1)),
+             optax.constant_schedule(opt.lr)], [opt.warmup_steps])
+    if opt.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, opt.lr, max(opt.warmup_steps, 1), max(total_steps, opt.warmup_steps + 1),
+            end_value=opt.lr * 0.01)
+    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; choose constant or cosine")
+
+
+def build_optimizer(opt, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    schedule = learning_rate_schedule(opt, total_steps)
+    if opt.name == "adam":
+        tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    elif opt.name == "lion":
+        tx = optax.lion(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    else:
+        raise ValueError(f"config.optimizer.name={opt.name!r}; choose adam or lion")
+    if opt.grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
+    return tx, schedule
+
+
+# ------------------------------------------------------------------------------------------------
+# Step helpers (inside jit)
+# ------------------------------------------------------------------------------------------------
+def select(keep, new, old):
+    """`new` where the scalar `keep` is true, else `old` (leaf by leaf)."""
+    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def ema_update(ema, params, decay: float):
+    """decay * ema + (1 - decay) * params (decay 0: a copy of params)."""
+    return jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+
+
+def keep_if_finite(finite, new_state, old_state):
+    """The step's result when `finite`, else the old state with only `step` advanced; both with
+    `skipped_steps` counting the dropped updates."""
+    kept = select(finite, new_state, old_state.replace(step=old_state.step + 1))
+    return kept.replace(skipped_steps=old_state.skipped_steps + (~finite).astype(jnp.int32))
+
+
+def microbatches(tree, k: int):
+    """Leading axis B -> [k, B/k, ...] for `lax.scan` over micro-batches."""
+    return jax.tree.map(lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:]), tree)
+
+
+# ------------------------------------------------------------------------------------------------
+# Host side
+# ------------------------------------------------------------------------------------------------
+def to_host(tree):
+    """Replicated global arrays -> numpy, from this process's own copy (works multi-host)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json_best_effort())
+
+
+def check_process_slice(sharding, global_batch_size: int) -> None:
+    """Each process must feed the contiguous rows [p*B/P, (p+1)*B/P) its devices hold."""
+    p, count = jax.process_index(), jax.process_count()
+    if count == 1:
+        return
+    index_map = sharding.addressable_devices_indices_map((global_batch_size,))
+    rows = sorted({i for idx in index_map.values()
+                   for i in range(*idx[0].indices(global_batch_size))})
+    per = global_batch_size // count
+    if rows != list(range(p * per, (p + 1) * per)):
+        raise RuntimeError(f"process {p} holds batch rows {rows[0]}..{rows[-1]}, not the "
+                           f"contiguous slice {p * per}..{(p + 1) * per - 1} the input pipeline "
+                           "gives it; check the mesh's device order")
+
+
+def compile_step(step_fn, abstract, shardings, batch_spec: Mapping[str, jax.ShapeDtypeStruct],
+                 mesh, *extra_args):
+    """`jax.jit(step_fn)` (state donated, metrics replicated) compiled for `batch_spec`, and its
+    FLOPs per call (0 when the backend has no cost analysis). `extra_args` (e.g. frozen tokenizer
+    variables) are passed after the state, with their own shardings."""
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    extra_shardings = tuple(jax.tree.map(lambda x: x.sharding, a) for a in extra_args)
+    jitted = jax.jit(step_fn, in_shardings=(shardings, *extra_shardings, batch_sharding),
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+    state_spec = ckpt_lib.abstract_like(abstract, shardings)
+    batch_spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+                  for k, v in batch_spec.items()}
+    compiled = jitted.lower(state_spec, *extra_args, batch_spec).compile()
+    return compiled, perf.compiled_flops(compiled)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Hook:
+    """`fn(step, state, batch, writer)` every `every` steps and at the last step (every=0: never).
+    A returned dict of scalars is written at that step."""
+    every: int
+    fn: Callable[[int, Any, Any, metrics_writer.MetricWriter], Mapping[str, float] | None]
+
+    def due(self, step: int, total_steps: int) -> bool:
+        return bool(self.every) and (step % self.every == 0 or step == total_steps)
+
+
+def train_loop(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    abstract: Any,
+    shardings: Any,
+    init_state: Callable[[jax.Array], Any],
+    train_iter,
+    build_step: Callable[[], tuple[Callable[[Any, Any], tuple[Any, Mapping[str, jax.Array]]],
+                                   float]],
+    next_batch: Callable[[Any], Any],
+    hooks: Sequence[Hook] = (),
+    progress_fields: Mapping[str, str] = (),
+) -> dict:
+    """Train (or resume) in `workdir` until config.total_steps or SIGTERM; the last logged metrics.
+
+    `build_step()` returns `(step_fn, flops_per_step)` (e.g. `compile_step(...)`); it is called
+    after the checkpoint manager exists and the state is restored, so that every process reaches
+    the manager's first cross-process barrier together, before any long compilation.
+    `next_batch(train_iter)` returns the global batch for `step_fn(state, batch)`; the metrics it
+    returns must include "train/finite". `progress_fields` maps progress-bar names to metric keys.
+    """
+    is_main = jax.process_index() == 0
+    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    try:
+        start_step = checkpointer.latest_step()
+        if start_step is not None:
+            state, data_state, _ = checkpointer.restore(
+                start_step, ckpt_lib.abstract_like(abstract, shardings))
+            train_iter.set_state(data_state)
+            log.info("resumed from step %d", start_step)
+        else:
+            state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(config.seed))
+            start_step = 0
+        step_fn, flops_per_step = build_step()
+        if jax.process_count() > 1:
+            # Compilation takes a different time on each host; the first step's collectives give
+            # up if one host arrives much later (gloo: 30 s), so start together.
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("vqjax.train_loop.compiled")
+    except BaseException:
+        checkpointer.close()
+        raise
+
+    writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
+    if is_main and start_step == 0:
+        (writer.workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+    progress = metrics_writer.Progress(config.total_steps, start_step, enabled=is_main)
+    peak_flops = perf.peak_flops_per_device() * jax.device_count() if flops_per_step else 0.0
+
+    # Preemption: SIGTERM asks for a final checkpoint after the current step.
+    stop_requested = {"flag": False}
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.__setitem__("flag", True))
+    last_saved = {"step": start_step}
+
+    def save(step: int, force: bool = False) -> None:
+        if step == last_saved["step"]:  # e.g. SIGTERM right after a periodic save
+            return
+        checkpointer.save(step, state, train_iter.get_state(), config_to_dict(config), force=force)
+        last_saved["step"] = step
+
+    def check_finite(step: int, finite) -> None:
+        if config.nonfinite == "error" and not finite:
+            raise NonFiniteError(
+                f"step {step}: non-finite loss or gradients (config.nonfinite='error'); "
+                "set config.nonfinite='skip' to drop such updates instead")
+
+    last_metrics: dict = {}
+    timer_start, timer_step = time.perf_counter(), start_step
+    step = start_step
+    try:
+        while step < config.total_steps:
+            batch = next_batch(train_iter)
+            state, metrics = step_fn(state, batch)
+            step += 1
+
+            if step % config.log_every_steps == 0 or step == config.total_steps:
+                metrics = {k: float(v) for k, v in to_host(metrics).items()}
+                check_finite(step, metrics["train/finite"])
+                steps_per_s = (step - timer_step) / max(time.perf_counter() - timer_start, 1e-9)
+                metrics.update({
+                    "perf/steps_per_s": steps_per_s,
+                    "perf/images_per_s": steps_per_s * config.batch_size,
+                    "data/skipped_examples": float(train_iter.num_skipped),
+                })
+                if peak_flops:
+                    metrics["perf/mfu"] = flops_per_step * steps_per_s / peak_flops
+                writer.write_scalars(step, metrics)
+                progress.update(step, **{name: metrics.get(key, 0.0)
+                                         for name, key in dict(progress_fields).items()})
+                last_metrics = metrics
+                timer_start, timer_step = time.perf_counter(), step
+            elif config.nonfinite == "error":
+                check_finite(step, to_host(metrics["train/finite"]))
+
+            for hook in hooks:
+                if hook.due(step, config.total_steps):
+                    scalars = hook.fn(step, state, batch, writer)
+                    if scalars:
+                        writer.write_scalars(step, scalars)
+                        last_metrics = {**last_metrics, **scalars}
+            if hooks and any(h.due(step, config.total_steps) for h in hooks):
+                timer_start, timer_step = time.perf_counter(), step  # keep img/s for training
+
+            if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
+                save(step)
+            if stop_requested["flag"]:
+                log.warning("SIGTERM: saving a final checkpoint at step %d and exiting", step)
+                save(step, force=True)
+                break
+    finally:
+        checkpointer.close()
+        progress.close()
+        writer.close()
+        signal.signal(signal.SIGTERM, previous_handler)
+    return last_metrics
