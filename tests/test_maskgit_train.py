@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from configs import maskgit as maskgit_config
-from tests.train_utils import micro_config, read_metrics
+from tests.train_utils import apply_overrides, micro_config, read_metrics
 from vqjax.train import maskgit as maskgit_train
 from vqjax.train.tokenizer import train_and_evaluate as train_tokenizer
 
@@ -44,13 +44,7 @@ def maskgit_micro(data_dir, tokenizer_workdir, **overrides):
     c.sample.per_class = 1
     c.optimizer.warmup_steps = 2
     c.eval_examples = 12  # not a multiple of the batch: the last eval batch is partly masked
-    for key, value in overrides.items():
-        target = c
-        *path, last = key.split(".")
-        for part in path:
-            target = target[part]
-        target[last] = value
-    return c
+    return apply_overrides(c, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +145,7 @@ def step_setup(data_dir, tokenizer_workdir):
 
 def _trainer(setup, **overrides):
     config, mesh, tokenizer, _, _ = setup
-    config = config.copy_and_resolve_references()
-    for key, value in overrides.items():
-        *path, last = key.split(".")
-        target = config
-        for part in path:
-            target = target[part]
-        target[last] = value
+    config = apply_overrides(config.copy_and_resolve_references(), overrides)
     return maskgit_train.MaskGITTrainer(config, mesh, tokenizer, 10)
 
 

@@ -28,13 +28,18 @@ def micro_config(data_dir, **overrides):
     c.loss.disc_start_step = 2
     c.discriminator.channel_multipliers = (1, 2)
     c.quantizer.vq.codebook_size = 64
+    return apply_overrides(c, overrides)
+
+
+def apply_overrides(config, overrides):
+    """Sets dotted fields ("optimizer.lr": 1e-3) of a ConfigDict in place; returns it."""
     for key, value in overrides.items():
-        target = c
+        target = config
         *path, last = key.split(".")
         for part in path:
             target = target[part]
         target[last] = value
-    return c
+    return config
 
 
 def read_metrics(workdir):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -139,6 +140,36 @@ def check_process_slice(sharding, global_batch_size: int) -> None:
         raise RuntimeError(f"process {p} holds batch rows {rows[0]}..{rows[-1]}, not the "
                            f"contiguous slice {p * per}..{(p + 1) * per - 1} the input pipeline "
                            "gives it; check the mesh's device order")
+
+
+def eval_batch_size(config, mesh) -> int:
+    """The global eval batch: at most config.batch_size, a multiple of the device count."""
+    batch_size = min(config.batch_size, max(config.eval_examples, mesh.size))
+    return batch_size - batch_size % mesh.size
+
+
+def eval_batches(make_iterator: Callable[[int], Any], config, mesh, keys: Sequence[str]):
+    """Yields (batch index, global batch) over the first config.eval_examples of an eval stream:
+    `keys` of each local batch plus "mask" (float32, 0 for padding and for rows past
+    eval_examples, so sums count exactly eval_examples). `make_iterator(global_batch_size)` opens
+    the stream (eval mode: it pads its last batch and gives "mask")."""
+    batch_size = eval_batch_size(config, mesh)
+    with make_iterator(batch_size) as it:
+        for b in range(max(1, math.ceil(config.eval_examples / batch_size))):
+            try:
+                local = next(it)
+            except StopIteration:  # the eval split is smaller than eval_examples
+                return
+            rows = local["mask"].shape[0]
+            first = b * batch_size + jax.process_index() * rows
+            mask = local["mask"] & (first + np.arange(rows) < config.eval_examples)
+            yield b, mesh_lib.global_batch(mesh, {**{k: local[k] for k in keys},
+                                                  "mask": mask.astype(np.float32)})
+
+
+def add_sums(totals, sums):
+    """Running totals of host dicts of sums (None to start)."""
+    return sums if totals is None else jax.tree.map(np.add, totals, sums)
 
 
 def compile_step(step_fn, abstract, shardings, batch_spec: Mapping[str, jax.ShapeDtypeStruct],

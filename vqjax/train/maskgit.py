@@ -412,27 +412,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def evaluate(trainer: MaskGITTrainer, params, eval_sums) -> dict:
     """Masked-token NLL and accuracy of `params` on `eval_examples` of the eval split, with the
     same masks at every evaluation (rng from config.seed and the batch index)."""
-    config, mesh = trainer.config, trainer.mesh
-    batch_size = min(config.batch_size, max(config.eval_examples, mesh.size))
-    batch_size -= batch_size % mesh.size
-    it = make_input(config, config.dataset.eval_split, batch_size, train=False,
-                    image_size=config.dataset.image_size)
+    config = trainer.config
+    make_iterator = functools.partial(make_input, config, config.dataset.eval_split, train=False,
+                                      image_size=config.dataset.image_size)
     totals = None
-    with it:
-        for b in range(max(1, math.ceil(config.eval_examples / batch_size))):
-            try:
-                local = next(it)
-            except StopIteration:  # the eval split is smaller than eval_examples
-                break
-            rows = local["mask"].shape[0]
-            first = b * batch_size + jax.process_index() * rows
-            mask = local["mask"] & (first + np.arange(rows) < config.eval_examples)
-            batch = mesh_lib.global_batch(mesh, {trainer.data_key: local[trainer.data_key],
-                                                 "label": local["label"],
-                                                 "mask": mask.astype(np.float32)})
-            rng = jax.random.fold_in(jax.random.key(config.seed + 2), b)
-            sums = loop.to_host(eval_sums(params, trainer.tokenizer.variables, batch, rng))
-            totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+    for b, batch in loop.eval_batches(make_iterator, config, trainer.mesh,
+                                      (trainer.data_key, "label")):
+        rng = jax.random.fold_in(jax.random.key(config.seed + 2), b)
+        totals = loop.add_sums(totals, loop.to_host(
+            eval_sums(params, trainer.tokenizer.variables, batch, rng)))
     if totals is None:
         return {}
     masked = max(float(totals["masked"]), 1.0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import Any
 
 import flax
@@ -316,29 +315,17 @@ def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> d
     """Reconstruction quality of the EMA params on `eval_examples` of the eval split."""
     config = trainer.config
     ds = config.dataset
-    batch_size = min(config.batch_size, max(config.eval_examples, mesh.size))
-    batch_size -= batch_size % mesh.size
-    batches = max(1, math.ceil(config.eval_examples / batch_size))
-    it = data_lib.input_pipeline(
-        ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-        train=False, data_dir=ds.data_dir or None, num_workers=0)
+
+    def make_iterator(batch_size):
+        return data_lib.input_pipeline(
+            ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
+            seed=config.seed, process_index=jax.process_index(),
+            process_count=jax.process_count(), train=False, data_dir=ds.data_dir or None)
+
     totals = None
-    for b in range(batches):
-        try:
-            local = next(it)
-        except StopIteration:  # the eval split is smaller than eval_examples
-            break
-        # Count exactly eval_examples images: rows past it in the last batch are masked out.
-        rows = local["mask"].shape[0]
-        first = b * batch_size + jax.process_index() * rows
-        mask = local["mask"] & (first + np.arange(rows) < config.eval_examples)
-        batch = mesh_lib.global_batch(mesh, {"image": local["image"],
-                                             "mask": mask.astype(np.float32)})
-        sums = loop.to_host(eval_sums(state.ema_params, state.quantizer_state, batch["image"],
-                                 batch["mask"]))
-        totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-    it.close()
+    for _, batch in loop.eval_batches(make_iterator, config, mesh, ("image",)):
+        totals = loop.add_sums(totals, loop.to_host(
+            eval_sums(state.ema_params, state.quantizer_state, batch["image"], batch["mask"])))
     if totals is None:
         return {}
     examples = max(float(totals["examples"]), 1.0)
