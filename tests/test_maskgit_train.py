@@ -168,8 +168,12 @@ def test_gradient_accumulation_matches_the_full_batch(step_setup):
 
 
 def test_ema_follows_its_formula_and_zero_decay_is_a_copy(step_setup):
+    from vqjax.train.loop import ema_decay_at
+
+    np.testing.assert_allclose([float(ema_decay_at(0.999, t)) for t in (0, 90, 10_000)],
+                               [0.1, 0.91, 0.999])
     _, _, tokenizer, batch, jax = step_setup
-    for decay in (0.9, 0.0):
+    for decay in (0.1, 0.9, 0.0):  # 0.1: below the warm-up's 2/11, so the decay itself
         trainer = _trainer(step_setup, ema_decay=decay, batch_size=16)
         step = jax.jit(trainer.train_step)
         state, _ = step(jax.jit(trainer.init_state)(jax.random.key(0)), tokenizer.variables,
@@ -177,9 +181,10 @@ def test_ema_follows_its_formula_and_zero_decay_is_a_copy(step_setup):
         before = jax.device_get(state.ema_params)
         new, _ = step(state, tokenizer.variables, batch)
         new = jax.device_get(new)
+        d = min(decay, (1 + 1) / (10 + 1))  # the warm-up at step 1: 2/11
         for e0, p1, e1 in zip(jax.tree.leaves(before), jax.tree.leaves(new.params),
                               jax.tree.leaves(new.ema_params)):
-            np.testing.assert_allclose(e1, decay * e0 + (1 - decay) * p1, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(e1, d * e0 + (1 - d) * p1, rtol=1e-6, atol=1e-7)
         assert any(np.any(p != e) for p, e in zip(jax.tree.leaves(new.params),
                                                   jax.tree.leaves(before)))
         expected = new.ema_params if decay else new.params

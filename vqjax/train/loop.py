@@ -98,9 +98,18 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def ema_update(ema, params, decay: float):
-    """decay * ema + (1 - decay) * params (decay 0: a copy of params)."""
-    return jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+def ema_decay_at(decay: float, step) -> jax.Array:
+    """The EMA decay after `step` updates: min(decay, (1 + step) / (10 + step)), the warm-up of
+    TensorFlow's ExponentialMovingAverage(num_updates=step). Without it an EMA of 0.999 still
+    holds 82% of the random init after 200 steps, and short runs sample from noise."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema, params, decay: float, step):
+    """d * ema + (1 - d) * params with d = ema_decay_at(decay, step) (decay 0: a copy of params)."""
+    d = ema_decay_at(decay, step)
+    return jax.tree.map(lambda e, p: (d * e + (1 - d) * p).astype(p.dtype), ema, params)
 
 
 def keep_if_finite(finite, new_state, old_state):

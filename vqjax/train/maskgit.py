@@ -253,7 +253,7 @@ class MaskGITTrainer:
         finite = loop.all_finite((grads, metrics["loss"], params))
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             ema_params=loop.ema_update(state.ema_params, params,
-                                                       self.config.ema_decay))
+                                                       self.config.ema_decay, state.step))
         kept = loop.keep_if_finite(finite, new, state)
         metrics = {f"loss/{k}": v for k, v in metrics.items()}
         metrics.update({

@@ -215,7 +215,7 @@ class TokenizerTrainer:
         params = optax.apply_updates(state.params, updates)
         d_updates, disc_opt_state = self.disc_tx.update(d, state.disc_opt_state, state.disc_params)
         disc_params = optax.apply_updates(state.disc_params, d_updates)
-        ema = loop.ema_update(state.ema_params, params, config.ema_decay)
+        ema = loop.ema_update(state.ema_params, params, config.ema_decay, state.step)
 
         finite = loop.all_finite((g, d, metrics["loss/loss"], metrics["disc/loss"], params,
                                   disc_params))
