@@ -7,8 +7,8 @@ r"""Pre-encode a dataset into token indices with a trained tokenizer, for MaskGI
 Restores the tokenizer's latest checkpoint (EMA params) onto all devices, encodes every image of
 the splits (center crop at the tokenizer's training resolution; with --flip, also its mirror
 image), and writes array_record shards plus tokens_info.json (last: a dataset without it is
-incomplete) into --out. On a pod run it on every host like training; each host writes the shard of
-the examples it encoded. See vqjax/data/tokens.py for the format.
+incomplete) into --out. On a pod run it on every host like training (the same multi-process flags
+as launch.train: launch/distributed.py); each host writes the shard of the examples it encoded. See vqjax/data/tokens.py for the format.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import logging
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+from launch.distributed import initialize_distributed
 
 _TOKENIZER = flags.DEFINE_string("tokenizer_workdir", None, "A trained tokenizer run's workdir.")
 _OUT = flags.DEFINE_string("out", None, "Directory for the token dataset.")
@@ -28,7 +30,6 @@ _BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size of the encod
 _FLIP = flags.DEFINE_bool("flip", True, "Also store the tokens of each mirrored image.")
 _LIMIT = flags.DEFINE_integer("limit", None, "Encode at most this many examples per split.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing token dataset.")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 flags.mark_flags_as_required(["tokenizer_workdir", "out"])
 
 
@@ -37,10 +38,9 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)
+    initialize_distributed()
     import jax
 
-    if _MULTIHOST.value:
-        jax.distributed.initialize()
     from vqjax.train import maskgit
 
     info = maskgit.pre_encode(

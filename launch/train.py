@@ -11,36 +11,17 @@ pass `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` on each 
 from __future__ import annotations
 
 import logging
-import os
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from launch.distributed import initialize_distributed
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py:ARG).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and images go.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-CLUSTER_ENV = ("TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE",
-               "JAX_COORDINATOR_ADDRESS")
-
-
-def initialize_distributed() -> None:
-    """Start JAX's multi-process runtime when launched as several processes."""
-    import jax
-
-    if _COORDINATOR.value or _NUM_PROCESSES.value:
-        if None in (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
-            raise app.UsageError("--coordinator_address, --num_processes and --process_id go "
-                                 "together")
-        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    elif os.environ.get("SLURM_NTASKS", "1") != "1" or any(
-            k in os.environ for k in CLUSTER_ENV if k != "SLURM_NTASKS"):
-        jax.distributed.initialize()  # cluster auto-detection (TPU pod, Slurm, Open MPI)
 
 
 def main(argv) -> None:

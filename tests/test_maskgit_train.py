@@ -396,19 +396,35 @@ def test_pre_encoded_errors_are_clear(tokens_dir, data_dir, tokenizer_workdir, t
         maskgit_train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-def test_encode_tokens_cli(tokenizer_workdir, data_dir, tmp_path):
+def test_encode_tokens_cli_with_two_processes(tokenizer_workdir, data_dir, tmp_path, tokens_dir):
+    """2 processes (gloo) each encode their slice of every global batch and write their shard;
+    the dataset reads back as the 1-process one (same records, in order)."""
+    import socket
     import subprocess
     import sys
 
     from tests.train_utils import REPO, subprocess_env
+    from vqjax.data import tokens as tokens_lib
 
     out = tmp_path / "cli_tokens"
-    result = subprocess.run(
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(
         [sys.executable, "-m", "launch.encode_tokens", f"--tokenizer_workdir={tokenizer_workdir}",
-         f"--out={out}", f"--data_dir={data_dir}", "--splits=validation", "--limit=8",
-         "--batch_size=8", "--noflip"],
-        cwd=REPO, env=subprocess_env(devices=2), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "validation: 8" in result.stdout
+         f"--out={out}", f"--data_dir={data_dir}", "--splits=validation", "--limit=20",
+         "--batch_size=8", "--noflip", f"--coordinator_address=127.0.0.1:{port}",
+         "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, env=subprocess_env(devices=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    assert "validation: 20" in outputs[0][0]
     info = json.loads((out / "tokens_info.json").read_text())
-    assert info["flip"] is False and list(info["splits"]) == ["validation"]
+    assert info["flip"] is False and len(info["splits"]["validation"]["files"]) == 2
+    # same records as the 1-process dataset (which also holds the mirrored tokens)
+    records = lambda d: sorted(  # noqa: E731
+        (int(l), t.tobytes()) for l, t in zip(*(lambda b: (b["label"], b["tokens"]))(next(
+            tokens_lib.token_pipeline(d, "validation", global_batch_size=20, train=False)))))
+    assert records(out) == records(tokens_dir[0])
