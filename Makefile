@@ -20,7 +20,7 @@ run: setup
 	$(PY) -m launch.train --config=configs/vitvqgan.py:tiny --workdir=runs/vitvqgan_tiny
 
 test: setup
-	$(PY) -m pytest -n 2 -q tests
+	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 bench: setup
 	$(PY) -m bench
