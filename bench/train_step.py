@@ -47,6 +47,7 @@ class Row:
     device_peak_bytes: int | None
     num_params: int
     steps_timed: int
+    compile_s: float | None  # lower + compile; None when compiled earlier in this process
 
     @property
     def images_per_s(self) -> float:
@@ -58,13 +59,13 @@ class Row:
 
 
 def cases(quick: bool, platform: str) -> list[Case]:
-    """CPU: small resolutions and batches so that S and B finish in about a minute on 2 cores.
+    """CPU: small resolutions and batches so that S and B finish in minutes on 2 cores.
     Accelerators: the configs' own resolution (256 px for S/B) and dtype, batches that fit."""
     if quick:
         return [Case("tiny", 32, 8, "float32")]
     if platform == "cpu":
         return [Case("tiny", 32, 16, "float32"), Case("tiny", 32, 64, "float32"),
-                Case("S", 128, 2, "float32"), Case("B", 128, 2, "float32")]
+                Case("S", 64, 2, "float32"), Case("B", 64, 2, "float32")]
     return [Case("tiny", 32, 256, "float32"), Case("S", 256, 32, "bfloat16"),
             Case("B", 256, 16, "bfloat16")]
 
@@ -92,6 +93,7 @@ def matmul_peak(device, dtype_name: str) -> float:
 
 
 _COMPILED: dict = {}  # (case, device ids) -> (trainer, compiled step, state shardings)
+LAST_COMPILE_S: dict = {}  # (case, device ids) -> seconds spent in lower + compile
 
 
 def compile_step(case: Case, devices):
@@ -117,7 +119,9 @@ def compile_step(case: Case, devices):
                                                     jnp.float32, sharding=batch_sharding)}
         step = jax.jit(trainer.train_step, in_shardings=(shardings, batch_sharding),
                        out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
+        start = time.perf_counter()
         _COMPILED[key] = (trainer, step.lower(abstract, batch_spec).compile(), shardings)
+        LAST_COMPILE_S[key] = time.perf_counter() - start
     trainer, compiled, shardings = _COMPILED[key]
     state = jax.jit(trainer.init_state, out_shardings=shardings)(
         jax.random.key(trainer.config.seed))
@@ -127,22 +131,27 @@ def compile_step(case: Case, devices):
     return trainer, compiled, state, batch
 
 
-def time_steps(compiled, state, batch, repeats: int, warmup: int = 1) -> tuple[float, object]:
-    """Median seconds per step over `repeats` steps after `warmup` steps; the final state."""
+def time_steps(compiled, state, batch, repeats: int, warmup: int = 1,
+               slow_step_s: float = 20.0) -> tuple[float, object, int]:
+    """Median seconds per step over `repeats` steps after `warmup` steps (only 1 timed step when
+    a warm-up step took over `slow_step_s`); the final state and the number of timed steps."""
     import statistics
 
     import jax
 
     for _ in range(warmup):
+        start = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
+        if time.perf_counter() - start > slow_step_s:
+            repeats = 1
     times = []
     for _ in range(max(repeats, 1)):
         start = time.perf_counter()
         state, metrics = compiled(state, batch)
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - start)
-    return statistics.median(times), state
+    return statistics.median(times), state, len(times)
 
 
 def bench_case(case: Case, repeats: int) -> Row:
@@ -151,9 +160,11 @@ def bench_case(case: Case, repeats: int) -> Row:
     from vqjax.train import perf
 
     device = jax.devices()[0]
+    key = (dataclasses.astuple(case), (device.id,))
+    compiled_before = key in _COMPILED
     _, compiled, state, batch = compile_step(case, [device])
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    step_s, state = time_steps(compiled, state, batch, repeats)
+    step_s, state, steps_timed = time_steps(compiled, state, batch, repeats)
     jax.block_until_ready(state)
     return Row(
         case=case, step_s=step_s,
@@ -161,23 +172,27 @@ def bench_case(case: Case, repeats: int) -> Row:
         peak_flops=matmul_peak(device, case.compute_dtype),
         memory_bytes=common.memory_analysis_bytes(compiled),
         device_peak_bytes=common.device_peak_bytes(device),
-        num_params=num_params, steps_timed=max(repeats, 1))
+        num_params=num_params, steps_timed=steps_timed,
+        compile_s=None if compiled_before else LAST_COMPILE_S[key])
 
 
 def format_table(rows: list[Row]) -> str:
     lines = [
         "| model | params (generator) | dtype | images/s | step (s) | GFLOP/step | achieved TFLOP/s "
-        "| measured matmul peak TFLOP/s | MFU | memory, XLA estimate (MiB) | device peak (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| measured matmul peak TFLOP/s | MFU | memory, XLA estimate (MiB) | device peak (MiB) "
+        "| timed steps | compile (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r.case
         device_peak = f"{r.device_peak_bytes / 2**20:,.0f}" if r.device_peak_bytes else "n/a"
+        compile_s = f"{r.compile_s:.0f}" if r.compile_s is not None else "earlier"
         lines.append(
             f"| ViT-VQGAN {c.label} | {r.num_params / 1e6:.1f}M | {c.compute_dtype} "
             f"| {r.images_per_s:,.1f} | {r.step_s:.3f} | {r.flops_per_step / 1e9:,.1f} "
             f"| {r.flops_per_step / r.step_s / 1e12:.3f} | {r.peak_flops / 1e12:.3f} "
-            f"| {100 * r.mfu:.1f}% | {r.memory_bytes / 2**20:,.0f} | {device_peak} |")
+            f"| {100 * r.mfu:.1f}% | {r.memory_bytes / 2**20:,.0f} | {device_peak} "
+            f"| {r.steps_timed} | {compile_s} |")
     return "\n".join(lines)
 
 
@@ -207,7 +222,8 @@ def run(quick: bool = False, repeats: int | None = None, write: bool = True,
         body = (f"{common.header(command)}\n\n"
                 f"ViT-VQGAN train step (generator + StyleGAN discriminator, Adam, EMA), perceptual "
                 f"loss off, one device, synthetic batch already on the device; median of "
-                f"{repeats} steps after 1 warm-up step.\n\n{table}")
+                f"{repeats} timed steps after 1 warm-up step (1 timed step when the warm-up step "
+                f"took over 20 s). Compile: lower + XLA compile of the step.\n\n{table}")
         common.write_section("train_step", "Tokenizer train step", body, doc)
         print(f"wrote {doc}")
     return rows
