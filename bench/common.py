@@ -40,6 +40,17 @@ def timeit(fn, *args, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def significant(x: float, digits: int = 3) -> str:
+    """`x` to `digits` significant figures, thousands separated, never in e-notation:
+    12345.6 -> "12,346", 25.23 -> "25.2", 0.04432 -> "0.0443"."""
+    import math
+
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    decimals = max(digits - 1 - math.floor(math.log10(abs(x))), 0)
+    return f"{x:,.{decimals}f}"
+
+
 def memory_analysis_bytes(compiled) -> int:
     """XLA's static estimate of a compiled program's memory per device: arguments + outputs +
     temporaries, less the outputs that alias donated arguments; 0 when the backend gives none."""

@@ -157,9 +157,10 @@ def format_table(rows: list[Row]) -> str:
         parallel_passes, sequential_passes = r.forward_passes
         lines.append(
             f"| {r.case.label} | {r.num_params / 1e6:.1f}M | {parallel_passes} / "
-            f"{sequential_passes} | {r.parallel_images_per_s:,.2f} "
-            f"| {r.token_by_token_images_per_s:,.3f} | {r.parallel_s:.3f} "
-            f"| {r.token_by_token_s:.2f} | {r.speedup:.1f}x "
+            f"{sequential_passes} | {common.significant(r.parallel_images_per_s)} "
+            f"| {common.significant(r.token_by_token_images_per_s)} "
+            f"| {common.significant(r.parallel_s)} | {common.significant(r.token_by_token_s)} "
+            f"| {common.significant(r.speedup, 2)}x "
             f"| {r.parallel_repeats} / {r.token_by_token_repeats} |")
     return "\n".join(lines)
 

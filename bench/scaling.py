@@ -73,8 +73,8 @@ def format_table(rows: list[Row]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r.num_devices} | {r.global_batch} | {r.images_per_s:,.1f} | {r.step_s:.3f} "
-            f"| {r.flops_per_step / 1e9:,.2f} | {r.images_per_s / base.images_per_s:.2f}x "
+            f"| {r.num_devices} | {r.global_batch} | {common.significant(r.images_per_s)} "
+            f"| {common.significant(r.step_s)} | {common.significant(r.flops_per_step / 1e9)} | {r.images_per_s / base.images_per_s:.2f}x "
             f"| {100 * efficiency(r, base):.0f}% |")
     return "\n".join(lines)
 

@@ -189,9 +189,10 @@ def format_table(rows: list[Row]) -> str:
         compile_s = f"{r.compile_s:.0f}" if r.compile_s is not None else "earlier"
         lines.append(
             f"| ViT-VQGAN {c.label} | {r.num_params / 1e6:.1f}M | {c.compute_dtype} "
-            f"| {r.images_per_s:,.1f} | {r.step_s:.3f} | {r.flops_per_step / 1e9:,.1f} "
-            f"| {r.flops_per_step / r.step_s / 1e12:.3f} | {r.peak_flops / 1e12:.3f} "
-            f"| {100 * r.mfu:.1f}% | {r.memory_bytes / 2**20:,.0f} | {device_peak} "
+            f"| {common.significant(r.images_per_s)} | {common.significant(r.step_s)} "
+            f"| {common.significant(r.flops_per_step / 1e9)} "
+            f"| {common.significant(r.flops_per_step / r.step_s / 1e12)} "
+            f"| {common.significant(r.peak_flops / 1e12)} | {common.significant(100 * r.mfu, 2)}% | {r.memory_bytes / 2**20:,.0f} | {device_peak} "
             f"| {r.steps_timed} | {compile_s} |")
     return "\n".join(lines)
 
@@ -214,8 +215,9 @@ def run(quick: bool = False, repeats: int | None = None, write: bool = True,
         start = time.perf_counter()
         row = bench_case(case, repeats)
         rows.append(row)
-        print(f"[train_step {i}/{len(selected)}] {case.label}: {row.images_per_s:,.1f} images/s, "
-              f"MFU {100 * row.mfu:.1f}% ({time.perf_counter() - start:.0f}s)", flush=True)
+        print(f"[train_step {i}/{len(selected)}] {case.label}: "
+              f"{common.significant(row.images_per_s)} images/s, "
+              f"MFU {common.significant(100 * row.mfu, 2)}% ({time.perf_counter() - start:.0f}s)", flush=True)
     table = format_table(rows)
     print(table, flush=True)
     if write:
