@@ -251,6 +251,17 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
+def codebook_counter(quantizer):
+    """A CodebookUsage for the quantizer's codes, or None (with a warning) when too large."""
+    from vqjax import evaluation
+
+    if quantizer.codebook_size <= MAX_COUNTED_CODEBOOK:
+        return evaluation.CodebookUsage.for_quantizer(quantizer)
+    log.warning("codebook of %d codes: too large to count, no usage/perplexity",
+                quantizer.codebook_size)
+    return None
+
+
 def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
@@ -366,12 +377,7 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         return evaluation.inception_features(inception_params, images)
 
     quantizer = trainer.model.built_quantizer()
-    codebook = None
-    if quantizer.codebook_size <= MAX_COUNTED_CODEBOOK:
-        codebook = evaluation.CodebookUsage.for_quantizer(quantizer)
-    else:
-        log.warning("codebook of %d codes: too large to count, no usage/perplexity",
-                    quantizer.codebook_size)
+    codebook = codebook_counter(quantizer)
 
     # evaluate_reconstruction calls reconstruct_fn once per batch, in order: LPIPS values and
     # masks are paired by position.
@@ -574,12 +580,7 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
     num_batches = math.ceil(num_samples / batch_size)
 
     quantizer = trainer.tokenizer.model.built_quantizer()
-    codebook = None
-    if quantizer.codebook_size <= MAX_COUNTED_CODEBOOK:
-        codebook = evaluation.CodebookUsage.for_quantizer(quantizer)
-    else:
-        log.warning("codebook of %d codes: too large to count, no usage/perplexity",
-                    quantizer.codebook_size)
+    codebook = codebook_counter(quantizer)
 
     key = jax.random.key(options.seed)
     timing: dict[str, float] = {}

@@ -25,14 +25,7 @@ PEAK_FLOPS = {
 def compiled_flops(compiled) -> float:
     """FLOPs of one call of a compiled computation (per device, as XLA partitions it), summed
     over devices; 0 when the backend gives no cost analysis."""
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # some backends do not implement it
-        return 0.0
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else {}
-    flops = float((analysis or {}).get("flops", 0.0))
-    return flops * jax.device_count() if flops > 0 else 0.0
+    return compiled_flops_per_device(compiled) * jax.device_count()
 
 
 @functools.lru_cache(maxsize=None)
