@@ -92,14 +92,17 @@ def matmul_peak(device, dtype_name: str) -> float:
     return perf.measured_matmul_peak(device, getattr(jnp, dtype_name))
 
 
-_COMPILED: dict = {}  # (case, device ids) -> (trainer, compiled step, state shardings)
+# The last compiled step, (case, device ids) -> (trainer, compiled step, state shardings): one
+# entry only, since a compiled B step holds gigabytes of host memory.
+_COMPILED: dict = {}
 LAST_COMPILE_S: dict = {}  # (case, device ids) -> seconds spent in lower + compile
 
 
 def compile_step(case: Case, devices):
     """(trainer, compiled step, fresh state, batch) for `case` on a data-parallel mesh of
     `devices`, as the trainer's loop builds them. The compiled step is kept for the process, so
-    benchmarks sharing a case and mesh (train_step's tiny, scaling's 1 device) compile it once."""
+    benchmarks sharing a case and mesh one after the other (train_step's quick tiny case, then
+    scaling's 1 device) compile it once."""
     import jax
     import jax.numpy as jnp
 
@@ -110,6 +113,7 @@ def compile_step(case: Case, devices):
     batch_sharding = mesh_lib.batch_sharding(mesh)
     key = (dataclasses.astuple(case), tuple(d.id for d in devices))
     if key not in _COMPILED:
+        _COMPILED.clear()
         config = make_config(case)
         trainer = TokenizerTrainer(config, mesh)
         abstract, shardings = trainer.state_shardings()
