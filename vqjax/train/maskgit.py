@@ -241,8 +241,8 @@ class MaskGITTrainer:
             g, metrics = grad_fn(params, micro, total_masked, jax.random.fold_in(dropout_rng, i))
             return jax.tree.map(jnp.add, grad_sum, g), metrics
 
-        grads, metrics = jax.lax.scan(accumulate, jax.tree.map(jnp.zeros_like, params),
-                                      (loop.microbatches(inputs, k), jnp.arange(k)))
+        grads, metrics = loop.scan_microbatches(accumulate, jax.tree.map(jnp.zeros_like, params),
+                                                (loop.microbatches(inputs, k), jnp.arange(k)), k)
         return grads, jax.tree.map(jnp.sum, metrics)
 
     def train_step(self, state: TrainState, tokenizer_variables, batch):

@@ -206,7 +206,8 @@ class TokenizerTrainer:
         zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
         carry = (zeros(state.params), zeros(state.disc_params), state.quantizer_state,
                  state.lecam_state, jnp.zeros_like(micro[0]))
-        (g, d, qstate, lecam, _), metrics = jax.lax.scan(accumulate, carry, (micro, jnp.arange(k)))
+        (g, d, qstate, lecam, _), metrics = loop.scan_microbatches(accumulate, carry,
+                                                                  (micro, jnp.arange(k)), k)
         g = jax.tree.map(lambda x: x / k, g)
         d = jax.tree.map(lambda x: x / k, d)
         metrics = jax.tree.map(jnp.mean, metrics)
