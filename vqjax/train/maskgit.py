@@ -499,7 +499,7 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
     def encode_batch(variables, images):
         tokens = encode(tokenizer.model, variables, images)
         if not flip:
-            return tokens, tokens
+            return tokens, None
         return tokens, encode(tokenizer.model, variables, images[:, :, ::-1])
 
     info_splits, num_classes = {}, None
@@ -519,7 +519,8 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
                 local = next(it)
                 batch = mesh_lib.global_batch(mesh, {"image": local["image"]})
                 tokens, flipped = encode_batch(tokenizer.variables, batch["image"])
-                tokens, flipped = _local_rows(tokens), _local_rows(flipped)
+                tokens = _local_rows(tokens)
+                flipped = None if flipped is None else _local_rows(flipped)
                 if records is None:
                     records = tokens_lib.TokenRecords(tokens.shape[1:],
                                                       tokens_lib.token_dtype(vocab), flip)
@@ -528,7 +529,7 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
                 keep = local["mask"] & (first + np.arange(rows) < total)
                 for i in np.flatnonzero(keep):
                     writer.write(records.encode(int(local["label"][i]), tokens[i],
-                                                flipped[i] if flip else None))
+                                                None if flipped is None else flipped[i]))
                 progress.update(b + 1, img_s=(b + 1) * batch_size / (time.perf_counter() - start))
         writer.close()
         progress.close()
