@@ -158,7 +158,9 @@ def find_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
 
     from vqjax.train import checkpoint as ckpt_lib
 
-    workdir = pathlib.Path(workdir).expanduser()
+    from vqjax.paths import resolve
+
+    workdir = pathlib.Path(resolve(workdir))
     directory = workdir / "checkpoints"
     if not workdir.is_dir():
         raise CheckpointNotFoundError(f"workdir {workdir} does not exist")

@@ -41,11 +41,13 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
     import jax
     import numpy as np
 
+    from vqjax.paths import resolve
     from vqjax.train import maskgit as maskgit_train
     from vqjax.train import mesh as mesh_lib
     from vqjax.train import metrics_writer
     from vqjax.train.tokenizer import to_host
 
+    workdir, out = resolve(workdir), resolve(out)
     mesh = mesh_lib.make_mesh(devices=jax.local_devices())
     trainer, params, ckpt_step = maskgit_train.load_for_sampling(workdir, mesh, step)
     tokenizer_variables = trainer.tokenizer.variables

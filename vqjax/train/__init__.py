@@ -1,8 +1,22 @@
 """Training: device mesh and sharding, checkpoints, metric writing, and one trainer per model family."""
 
+from vqjax.paths import resolve
+
+
+def resolve_config_paths(config) -> None:
+    """Make the config's path fields absolute in place (`~` expanded; remote paths unchanged), so a
+    relative `--config.tokenizer_workdir=runs/tok` means the same thing to Orbax and in the saved
+    config wherever the run is resumed or sampled from."""
+    for owner, key in ((config, "tokenizer_workdir"), (config, "tokens_dir"),
+                       (config.get("dataset"), "data_dir")):
+        if owner is not None and owner.get(key):
+            owner[key] = resolve(owner[key])
+
 
 def run(config, workdir: str):
-    """Dispatch to the trainer named by `config.trainer`."""
+    """Dispatch to the trainer named by `config.trainer`; `workdir` may be relative or use `~`."""
+    workdir = resolve(workdir)
+    resolve_config_paths(config)
     if config.trainer == "tokenizer":
         from vqjax.train.tokenizer import train_and_evaluate
 

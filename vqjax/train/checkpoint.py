@@ -19,13 +19,15 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from vqjax.paths import resolve
+
 ITEMS = ("state", "data", "config")
 
 
 class Checkpointer:
     def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
                  async_save: bool = True, read_only: bool = False):
-        self.directory = epath.Path(workdir) / "checkpoints"
+        self.directory = epath.Path(resolve(workdir)) / "checkpoints"
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=not read_only,

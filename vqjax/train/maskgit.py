@@ -32,6 +32,7 @@ import optax
 from vqjax import data as data_lib
 from vqjax.data import tokens as tokens_lib
 from vqjax.models import maskgit as maskgit_lib
+from vqjax.paths import resolve
 from vqjax.quantizers.linen import QUANTIZER_STATE
 from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
@@ -56,6 +57,7 @@ class Tokenizer:
 
 def restore_tokenizer(tokenizer_workdir: str, mesh) -> Tokenizer:
     """The tokenizer of `tokenizer_workdir`'s latest checkpoint, its state placed on `mesh`."""
+    tokenizer_workdir = resolve(tokenizer_workdir)
     if not tokenizer_workdir:
         raise ValueError("config.tokenizer_workdir is required: pass "
                          "--config.tokenizer_workdir=DIR, the workdir of a trained tokenizer run "
@@ -435,6 +437,7 @@ def evaluate(trainer: MaskGITTrainer, params, eval_sums) -> dict:
 def load_for_sampling(workdir: str, mesh, step: int | None = None):
     """(trainer, params, checkpoint step) of a MaskGIT run, the tokenizer restored via its config;
     params are the EMA params when the run kept them (config.ema_decay > 0)."""
+    workdir = resolve(workdir)
     if not (Path(workdir) / "checkpoints").is_dir():
         raise FileNotFoundError(f"{workdir!r} has no checkpoints/ directory (not a MaskGIT run?)")
     checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True, async_save=False)
@@ -477,6 +480,7 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
     its training resolution, plus the mirror image's tokens when `flip`) into a pre-encoded token
     dataset in `out` (see `vqjax.data.tokens`); returns its tokens_info. Sharded over all devices;
     every process writes the examples it encoded; tokens_info.json is written last."""
+    tokenizer_workdir, out, data_dir = resolve(tokenizer_workdir), resolve(out), resolve(data_dir)
     out_dir = Path(out)
     if (out_dir / tokens_lib.INFO_FILE).exists() and not overwrite:
         raise FileExistsError(f"{out!r} already holds a token dataset; pass overwrite=True "
