@@ -23,7 +23,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from configs.common import quantizer_options
 from vqjax import data as data_lib
 from vqjax.losses import adversarial, perceptual, reconstruction
 from vqjax.losses.total import LossConfig, discriminator_loss, generator_loss
@@ -31,6 +30,7 @@ from vqjax.models import discriminator as disc_lib
 from vqjax.models import vit_vqgan, vqgan
 from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
 from vqjax.train import mesh as mesh_lib
+from vqjax.train.config import quantizer_options
 from vqjax.train import metrics_writer
 from vqjax.train import loop
 from vqjax.train.loop import NonFiniteError, config_to_dict, to_host  # noqa: F401 (re-exported)
