@@ -78,7 +78,10 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
         timed_images += batch
         tokens, images = tokens[:num_per_label], images[:num_per_label]
         png = out_dir / f"{name}.png"
-        metrics_writer.save_png(png, metrics_writer.image_grid(images))
+        what = "unconditional" if label is None else f"class {label}"
+        metrics_writer.save_png(png, metrics_writer.figure(
+            metrics_writer.image_grid(images),
+            f"{num_per_label} samples, {what}: {Path(workdir).name} step {ckpt_step}"))
         npy = out_dir / f"{name}_tokens.npy"
         np.save(npy, np.asarray(tokens, np.int32))
         files += [png, npy]

@@ -385,8 +385,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
         _, images = loop.to_host(sample_fn(trainer.inference_params(state), tokenizer.variables,
                                            rng, labels))
-        writer.write_images(step, "samples", metrics_writer.image_grid(
-            images, columns=max(s.per_class, 1) if len(labels) > 1 else None))
+        grid = metrics_writer.image_grid(
+            images, columns=max(s.per_class, 1) if len(labels) > 1 else None)
+        what = (f"one row per class {int(labels[0])}..{int(labels[-1])}"
+                if trainer.model.num_classes is not None else "unconditional")
+        writer.write_images(step, "samples", metrics_writer.figure(
+            grid, f"step {step}: {len(labels)} samples, {what}, {s.num_steps} decoding steps, "
+                  "EMA params"))
 
     def run_eval(step, state, batch, writer):
         return evaluate(trainer, trainer.inference_params(state), eval_sums)
