@@ -39,7 +39,10 @@ class Row:
         return self.torch_s / self.vqjax_s if self.torch_s else None
 
 
-def vqjax_step(size: str, batch: int, grid: int, vocab: int, classes: int):
+def vqjax_step(size, batch: int, grid: int, vocab: int, classes: int,
+               dtype_name: str = "float32", return_compiled: bool = False):
+    """`run()` doing one jitted train step (state donated) and the parameter count; with
+    `return_compiled`, also the compiled step (for its FLOP count)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -47,7 +50,8 @@ def vqjax_step(size: str, batch: int, grid: int, vocab: int, classes: int):
     from vqjax.models import maskgit
 
     model = maskgit.create("tiny", vocab_size=vocab, num_classes=classes, size=size,
-                           dropout_rate=0.0, attention_dropout_rate=0.0)
+                           dropout_rate=0.0, attention_dropout_rate=0.0,
+                           dtype=getattr(jnp, dtype_name))
     tokens = jax.random.randint(jax.random.key(0), (batch, grid, grid), 0, vocab)
     labels = jax.random.randint(jax.random.key(1), (batch,), 0, classes)
     params = model.init(jax.random.key(2), tokens, labels)["params"]
@@ -75,7 +79,7 @@ def vqjax_step(size: str, batch: int, grid: int, vocab: int, classes: int):
         jax.block_until_ready(loss)
 
     num_params = sum(x.size for x in jax.tree.leaves(params))
-    return run, num_params
+    return (run, num_params, compiled) if return_compiled else (run, num_params)
 
 
 def torch_step(size: str, batch: int, grid: int, vocab: int, classes: int):

@@ -110,3 +110,14 @@ def test_maskgit_peer_quick_measures_both_steps():
     torch = pytest.importorskip("torch", reason="the PyTorch peer needs torch (bench/requirements.txt)")
     row, version = maskgit_peer.measure("tiny", repeats=1, with_torch=True, batch=2, grid=4)
     assert row.torch_s > 0 and version == torch.__version__
+
+
+def test_accelerator_dry_run_prints_every_row(capsys):
+    from bench import accelerator
+
+    accelerator.main(["--dry-run"])
+    out = capsys.readouterr().out
+    for row in ("| ViT-VQGAN tiny 32px batch 8, float32 |", "| MaskGIT tiny train step",
+                "8-step parallel decoding |", "| attention xla, 64 tokens",
+                "| attention cudnn | not available"):
+        assert row in out, row

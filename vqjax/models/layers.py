@@ -10,6 +10,7 @@ channels to hand it, so that changing the quantizer's name in a config is the on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -284,6 +285,22 @@ class FeedForward(nn.Module):
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 
 
+_FORCED_ATTENTION: list[str] = []
+
+
+@contextlib.contextmanager
+def force_attention(implementation: str):
+    """Within the block, models built with attention "auto" trace with `implementation` ("xla" or
+    "cudnn") instead: for benchmarks and debugging (compare memory and speed of both)."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS[1:]:
+        raise ValueError(f"force_attention({implementation!r}): choose xla or cudnn")
+    _FORCED_ATTENTION.append(implementation)
+    try:
+        yield
+    finally:
+        _FORCED_ATTENTION.pop()
+
+
 def attention_backend(implementation: str, dtype, head_dim: int) -> str:
     """"xla" or "cudnn" for `jax.nn.dot_product_attention`. "auto" picks cuDNN's fused flash
     attention on NVIDIA GPUs where it applies (bf16/fp16, head_dim a multiple of 8 up to 128):
@@ -294,6 +311,8 @@ def attention_backend(implementation: str, dtype, head_dim: int) -> str:
                          f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
     if implementation != "auto":
         return implementation
+    if _FORCED_ATTENTION:
+        return _FORCED_ATTENTION[-1]
     on_gpu = jax.default_backend() == "gpu"
     fits = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
     return "cudnn" if on_gpu and fits else "xla"
