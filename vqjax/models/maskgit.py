@@ -373,11 +373,9 @@ class MaskGIT(nn.Module):
         """Bits mode input: group tokens [B, N, Q, S] -> Dense(+-1 bits of the position's Q*b bits,
         0 for every bit of a masked group) [B, N, D] (MaskBit's `preprocess_tokens` +
         `input_proj`; no mask embedding: a masked group is its zero bits)."""
-        batch, num_positions, num_q, _ = groups.shape
-        masked = groups == self.mask_token_id  # [B, N, Q, S]
-        bits = indices_to_bits(jnp.where(masked, 0, groups), self.group_bits)  # [B, N, Q, S, k]
-        signs = jnp.where(bits, 1.0, -1.0) * (~masked[..., None])  # masked groups: 0
-        signs = signs.reshape(batch, num_positions, num_q * self.num_bits)  # bit order s*k + j
+        batch, num_positions = groups.shape[:2]
+        signs = bit_signs(groups, self.group_bits, self.mask_token_id)  # [B, N, Q, S, k]
+        signs = signs.reshape(batch, num_positions, -1)  # [B, N, Q*b], bit order q*b + s*k + j
         return nn.Dense(
             width, dtype=self.dtype, param_dtype=self.param_dtype, name="bit_embedding",
             kernel_init=_embedding_init,  # MaskBit: trunc-normal(0.02), bias 0
@@ -426,6 +424,14 @@ def combine_bit_groups(groups: Array, group_bits: int) -> Array:
     """Inverse of `split_bit_groups`: group tokens [..., S] -> int32 indices sum_s g_s 2^(s k)."""
     shifts = jnp.arange(groups.shape[-1], dtype=jnp.int32) * int(group_bits)
     return jnp.sum(jnp.left_shift(groups.astype(jnp.int32), shifts), axis=-1).astype(jnp.int32)
+
+
+def bit_signs(groups: Array, group_bits: int, mask_token_id: int) -> Array:
+    """Bits mode's input values: group tokens [...] -> float32 [..., k], +1 for a 1 bit and -1 for a
+    0 bit (lfq's code values, bit j of the group first), all 0 where the group is masked."""
+    masked = groups == mask_token_id
+    bits = indices_to_bits(jnp.where(masked, 0, groups), group_bits)  # [..., k]
+    return jnp.where(bits, 1.0, -1.0) * (~masked[..., None])
 
 
 def _is_sign_quantizer(quantizer) -> bool:
