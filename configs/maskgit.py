@@ -26,8 +26,9 @@ groups (0: 2, MaskBit's choice; must divide b), each predicted by a 2^(b/splits)
 masked (training, with `masking.schedule`) and decoded (sampling) on its own; the loss and the eval
 NLL/accuracy are per masked group. MaskBit's released generators also use `masking.schedule` and
 `sample.schedule` "arccos", guidance `sample.guidance_base="cond"` (cond + s (cond - uncond)) with
-s 5.7-7.1 annealed by a power-cosine (not implemented: "linear" is the closest), 64 decoding steps
-and choice temperature 7.8-10.5; this config keeps MaskGIT's values unless overridden:
+s 5.7-7.1 annealed by `sample.guidance_anneal="cosine<p>"` (p 2.5-3), 64 decoding steps and choice
+temperature 7.8-10.5 (14 bits: s 7.1, cosine3, 7.8); this config keeps MaskGIT's values unless
+overridden:
 
     python -m launch.train --config=configs/maskgit.py:tiny --workdir=/tmp/maskbit_digits \
         --config.tokenizer_workdir=/tmp/tok_lfq --config.model.prediction=bits \
@@ -69,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_steps=8, temperature=1.0, choice_temperature=4.5, guidance_scale=0.0, top_k=0,
         top_p=0.0, schedule="cosine", per_class=2,  # per_class: images per label in the grids
         guidance_base="uncond",  # uncond + s (cond - uncond); "cond": MaskBit's cond + s (...)
+        guidance_anneal="none",  # "linear", or "cosine<p>" (MaskBit's power-cosine, e.g. cosine3)
     ))
     c.compute_dtype = "bfloat16"
     # Eval: masked-token NLL and accuracy on eval_examples of the eval split (fixed masks).

@@ -163,6 +163,15 @@ def test_guidance_formula_in_one_batched_call():
     assert float(sampler.guidance_scale_at(3, 4, 6.0, "linear", "cond")) == pytest.approx(6.0)
     with pytest.raises(ValueError, match="guidance_base"):
         sampler.guided_logits(cond, uncond, 1.0, "both")
+    # MaskBit's power-cosine anneal: s * (1 - cos(pi (i/T)^p)) / 2 on top of the conditional model
+    for i in range(8):
+        maskbit = 7.1 * (1 - np.cos(np.pi * (i / 8) ** 3.0)) / 2
+        assert float(sampler.guidance_scale_at(i, 8, 7.1, "cosine3", "cond")) == pytest.approx(
+            maskbit, abs=1e-5)
+        assert float(sampler.guidance_scale_at(i, 8, 8.1, "cosine3")) == pytest.approx(
+            1 + maskbit, abs=1e-5)
+    with pytest.raises(ValueError, match="guidance anneal"):
+        sampler.guidance_scale_at(0, 8, 2.0, "cosine-1")
 
 
 def test_guidance_steers_decoding():

@@ -44,7 +44,7 @@ def autoregressive_decode(
     """
     index_axes = sampler.check_tokens(tokens, prediction, "autoregressive_decode")
     sampler.check_guidance(guidance_scale, labels, null_label, "autoregressive_decode",
-                           guidance_base)
+                           guidance_base, guidance_anneal)
     tokens = tokens.astype(jnp.int32)
     num_positions = tokens.shape[1]
     if index_axes > 1:  # bits [B, N, Q, S]: a position's Q*S groups as its indices

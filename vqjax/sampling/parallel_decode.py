@@ -95,8 +95,8 @@ def decode(
     choice_temperature: scale of the Gumbel noise on the confidence, annealed by (1 - (t+1)/T).
     guidance_scale: None (no guidance, one forward per step) or a scale (may be traced); needs
     labels and null_label. guidance_base: "uncond" (uncond + s (cond - uncond)) or "cond"
-    (MaskBit: cond + s (cond - uncond)). guidance_anneal: "none" or "linear" (from the
-    conditional model to the scale over the steps).
+    (MaskBit: cond + s (cond - uncond)). guidance_anneal: "none", "linear" or "cosine<p>"
+    (MaskBit's power-cosine): from the conditional model to the scale over the steps.
     prediction: "index" or "bits" (the unit: position or bit group). `schedule`: a mask_schedule
     method.
     """
@@ -104,7 +104,8 @@ def decode(
     if int(num_steps) < 1:
         raise ValueError(f"decode: num_steps must be >= 1, got {num_steps}")
     mask_schedule.check_method(schedule)
-    sampler.check_guidance(guidance_scale, labels, null_label, "decode", guidance_base)
+    sampler.check_guidance(guidance_scale, labels, null_label, "decode", guidance_base,
+                           guidance_anneal)
     num_steps = int(num_steps)
     tokens = tokens.astype(jnp.int32)
     if prediction == "bits":  # every bit group is a unit: decode them as flat positions

@@ -6,6 +6,8 @@ Pure functions over the last axis of `logits [..., K]`. Filtered-out entries bec
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -83,23 +85,44 @@ def guided_logits(cond: Array, uncond: Array, scale, base: str = "uncond") -> Ar
     return start + scale * (cond - uncond)
 
 
+def check_guidance_anneal(anneal: str) -> float | None:
+    """None for "none" / "linear", the power p of "cosine<p>" ("cosine": p = 1); else ValueError."""
+    if anneal in ("none", "linear"):
+        return None
+    if isinstance(anneal, str) and anneal.startswith("cosine"):
+        try:
+            power = float(anneal[len("cosine"):] or 1.0)
+        except ValueError:
+            power = -1.0
+        if power > 0 and math.isfinite(power):
+            return power
+    raise ValueError(
+        f"unknown guidance anneal {anneal!r}; choose 'none', 'linear' or 'cosine<p>' with p > 0 "
+        "(MaskBit's power-cosine, e.g. 'cosine3')"
+    )
+
+
 def guidance_scale_at(step, num_steps: int, scale, anneal: str = "none",
                       base: str = "uncond") -> Array:
-    """The guidance scale at decoding step `step` (0-based).
+    """The guidance scale at decoding step `step` (0-based), annealed from the plain conditional
+    model's scale c (1 with base "uncond", 0 with base "cond") towards `scale`.
 
-    "none": `scale` every step. "linear": from the plain conditional model's scale (1 with base
-    "uncond", 0 with base "cond") towards `scale` linearly, reaching it at the last step:
-    c + (scale - c) * (step + 1) / num_steps (weak guidance while the layout is decided, full
-    guidance for the details).
+    "none": `scale` every step. "linear": c + (scale - c) * (step + 1) / num_steps, reaching
+    `scale` at the last step (weak guidance while the layout is decided, full guidance for the
+    details). "cosine<p>" (MaskBit's power-cosine, its `guidance_annealing="cosine"` with
+    `scale_pow=p`): c + (scale - c) * (1 - cos(pi (step / num_steps)^p)) / 2, c at the first step.
     """
     scale = jnp.asarray(scale, jnp.float32)
+    power = check_guidance_anneal(anneal)
     if anneal == "none":
         return scale
+    conditional = 1.0 if check_guidance_base(base) == "uncond" else 0.0
     if anneal == "linear":
-        conditional = 1.0 if check_guidance_base(base) == "uncond" else 0.0
         progress = (jnp.asarray(step, jnp.float32) + 1.0) / num_steps
-        return conditional + (scale - conditional) * progress
-    raise ValueError(f"unknown guidance anneal {anneal!r}; choose 'none' or 'linear'")
+    else:
+        progress = jnp.asarray(step, jnp.float32) / num_steps
+        progress = 0.5 * (1.0 - jnp.cos(jnp.pi * progress ** jnp.float32(power)))
+    return conditional + (scale - conditional) * progress
 
 
 # -- token-level sampling shared by the decoders -------------------------------------------------
@@ -190,8 +213,9 @@ def model_logits(
 
 
 def check_guidance(guidance_scale, labels, null_label, where: str,
-                   guidance_base: str = "uncond") -> None:
+                   guidance_base: str = "uncond", guidance_anneal: str = "none") -> None:
     check_guidance_base(guidance_base)
+    check_guidance_anneal(guidance_anneal)
     if guidance_scale is None:
         return
     if labels is None:

@@ -140,7 +140,8 @@ def decode_options(sample_cfg, **overrides) -> dict:
                 choice_temperature=float(s["choice_temperature"]),
                 guidance_scale=float(s["guidance_scale"]) if s["guidance_scale"] else None,
                 top_k=int(s["top_k"]) or None, top_p=float(s["top_p"]) or None,
-                schedule=s["schedule"], guidance_base=s.get("guidance_base", "uncond"))
+                schedule=s["schedule"], guidance_base=s.get("guidance_base", "uncond"),
+                guidance_anneal=s.get("guidance_anneal", "none"))
 
 
 @flax.struct.dataclass
@@ -172,7 +173,7 @@ class MaskGITTrainer:
         self.pre_encoded = bool(config.tokens_dir)
 
     def init_state(self, rng) -> TrainState:
-        tokens = jnp.zeros((2, *self.token_shape), jnp.int32)
+        tokens = self.model.model_tokens(jnp.zeros((2, *self.token_shape), jnp.int32))
         labels = None if self.model.num_classes is None else jnp.zeros((2,), jnp.int32)
         params = self.model.init({"params": rng}, tokens, labels)["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
