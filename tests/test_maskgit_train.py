@@ -447,7 +447,7 @@ def test_encode_tokens_cli_with_two_processes(tokenizer_workdir, data_dir, tmp_p
 # ------------------------------------------------------------------------------------------------
 def test_bits_mode_trains_evaluates_and_samples_over_lfq(data_dir, tmp_path):
     """A 6-bit lfq tokenizer (2 steps) -> a bits-mode MaskGIT with 3 groups of 2 bits (4 steps,
-    per-group masking and loss) -> eval per masked group -> launch.sample with MaskBit's guidance."""
+    per-group masking and loss) -> eval per masked group -> launch.sample, MaskBit's guidance."""
     from launch import sample as sample_cli
 
     tokenizer_dir = tmp_path / "tokenizer_lfq"

@@ -36,18 +36,19 @@ stays h*w long whatever Q) and there is ONE HEAD PER INDEX q (its own Dense-GELU
 to table q), giving logits [B, h, w, Q, vocab_size]. The Q indices of a position are predicted
 independently given the context (decoding samples them jointly per position).
 
-Bits mode (`prediction="bits"`, MaskBit's `LFQBert`, for lfq/bsq's implicit 2^b codebooks): the b
-bits of an index (lfq convention: bit_i = (index >> i) & 1, code_i = +-1) are split into S =
-`codebook_splits` groups of k = b/S consecutive bits, group s = (index >> s*k) & (2^k - 1) (MaskBit's
-`split_factorized_tokens`). The model's tokens are these GROUP TOKENS, [B, h, w, S] ([B, h, w, Q, S]
-for Q indices), each in [0, 2^k) or the group mask id `mask_token_id == 2^k`; groups are masked,
-predicted and decoded independently (`model_tokens(indices)` / `token_indices(groups)` convert).
-There is no embedding table: the input is a linear map (Dense with bias) of the +-1 bits of all
-groups of a position, masked groups' bits set to 0, no mask embedding. The head is untied and gives
-one 2^k-way softmax per group: logits [B, h, w, S, 2^k] ([B, h, w, Q, S, 2^k]). For 14 bits and
-S = 2: two 128-way softmaxes instead of one 16384-way. S = b gives one 2-way softmax per bit.
-Default S (codebook_splits=None): 2, MaskBit's choice for all its 10-18-bit models, when it divides b;
-else the smallest divisor of b above 1. b <= 30 (indices are int32).
+Bits mode (`prediction="bits"`, MaskBit's `LFQBert`, for lfq/bsq's implicit 2^b codebooks): the
+b bits of an index (lfq convention: bit_i = (index >> i) & 1, code_i = +-1) are split into
+S = `codebook_splits` groups of k = b/S consecutive bits, group s = (index >> s*k) & (2^k - 1)
+(MaskBit's `split_factorized_tokens`). The model's tokens are these GROUP TOKENS, [B, h, w, S]
+([B, h, w, Q, S] for Q indices), each in [0, 2^k) or the group mask id `mask_token_id == 2^k`;
+groups are masked, predicted and decoded independently (`model_tokens(indices)` /
+`token_indices(groups)` convert). There is no embedding table: the input is a linear map (Dense
+with bias) of the +-1 bits of all groups of a position, masked groups' bits set to 0, no mask
+embedding. The head is untied and gives one 2^k-way softmax per group: logits [B, h, w, S, 2^k]
+([B, h, w, Q, S, 2^k]). For 14 bits and S = 2: two 128-way softmaxes instead of one 16384-way.
+S = b gives one 2-way softmax per bit. Default S (codebook_splits=None): 2, MaskBit's choice for
+all its 10-18-bit models, when it divides b; else the smallest divisor of b above 1. b <= 30
+(indices are int32).
 
 Sizes (`create`): tiny 2 layers / 64 / 2 heads / MLP 256 (CPU tests); S 12 / 512 / 8 / 2048;
 B 24 / 768 / 16 / 3072 (the paper's); L 24 / 1024 / 16 / 4096 (BERT-large shape, ~300M like
@@ -283,8 +284,9 @@ class MaskGIT(nn.Module):
     @nn.compact
     def __call__(self, tokens: Array, labels: Array | None = None, train: bool = False) -> Array:
         """tokens int [B, h, w] or [B, h, w, Q] (mask_token_id where masked), labels int [B]
-        (None: the null label) -> float32 logits [B, h, w, (Q,) vocab_size] or bit logits
-        [B, h, w, (Q,) num_bits]."""
+        (None: the null label) -> float32 logits [B, h, w, (Q,) vocab_size]. Bits mode: group
+        tokens [B, h, w, (Q,) S] (`model_tokens(indices)`, mask id 2^k per masked group) ->
+        group logits [B, h, w, (Q,) S, 2^k], one softmax per group."""
         self.check_fields()
         self._check_inputs(tokens, labels)
         size = resolve_size(self.size)
@@ -445,7 +447,7 @@ def for_quantizer(quantizer, preset: str = "B", prediction: str | None = None, *
     """A MaskGIT sized for the tokens of `quantizer` (a built Quantizer, or a tokenizer model with
     `built_quantizer()`): vocab_size = codebook_size, indices_per_position = num_quantizers (rvq) /
     groups (grouped). prediction=None picks "bits" for lfq/bsq codes with more than
-    BITS_ABOVE_CODEBOOK_SIZE codes, "index" otherwise."""
+    BITS_ABOVE_CODEBOOK_SIZE codes, "index" otherwise; overrides may set codebook_splits (bits)."""
     if hasattr(quantizer, "built_quantizer"):
         quantizer = quantizer.built_quantizer()
     fields: dict[str, Any] = {"vocab_size": int(quantizer.codebook_size)}
