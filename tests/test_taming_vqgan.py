@@ -1,0 +1,246 @@
+"""taming_vqgan + vqjax.convert.taming against taming-transformers' own modules.
+
+The reference is assembled from the `taming-transformers-rom1504` package as
+`taming.models.vqgan.VQModel` builds it (Encoder, Decoder, VectorQuantizer2, quant_conv,
+post_quant_conv; no Lightning), at a small width with random weights, saved as a Lightning-style
+.ckpt, converted, and run on the same images: the indices must be identical and the reconstructions
+within 1e-4.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import vqgan as vqgan_configs
+from vqjax.convert import taming as taming_convert
+from vqjax.convert.torch_checkpoint import CheckpointError
+from vqjax.models import taming_vqgan
+from vqjax.train.tokenizer import build_tokenizer
+
+REASON = ("the taming reference needs `pip install --no-deps taming-transformers-rom1504==0.0.6 "
+          "torch==2.13.0` (see the Makefile's setup)")
+
+# 32 px -> levels at 32, 16, 8 (f4); attention at 8x8 as taming's attn_resolutions=[16] at f16.
+DDCONFIG = dict(double_z=False, z_channels=32, resolution=32, in_channels=3, out_ch=3, ch=32,
+                ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=[8], dropout=0.0)
+EMBED_DIM, N_EMBED = 16, 64
+TOLERANCE = 1e-4
+SEED = 6  # its runner-up codes are >= 2e-3 farther than the best (no near-ties)
+
+
+def _images(seed: int, shape=(2, 32, 48, 3)) -> np.ndarray:
+    """Smooth random images in [-1, 1] (non-square, so a height/width swap shows)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(-1, 1, (shape[0], shape[1] // 8, shape[2] // 8, 3))
+    fine = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+    return np.clip(fine + 0.3 * rng.standard_normal(shape), -1, 1).astype(np.float32)
+
+
+def build_reference(seed: int = SEED):
+    """(torch reference module, its outputs on _images(0)) with random weights from `seed`."""
+    torch = pytest.importorskip("torch", reason=REASON)
+    model_lib = pytest.importorskip("taming.modules.diffusionmodules.model", reason=REASON)
+    quantize_lib = pytest.importorskip("taming.modules.vqvae.quantize", reason=REASON)
+
+    class VQModel(torch.nn.Module):  # taming.models.vqgan.VQModel's network, without Lightning
+        def __init__(self):
+            super().__init__()
+            self.encoder = model_lib.Encoder(**DDCONFIG)
+            self.decoder = model_lib.Decoder(**DDCONFIG)
+            self.quantize = quantize_lib.VectorQuantizer2(N_EMBED, EMBED_DIM, beta=0.25)
+            self.quant_conv = torch.nn.Conv2d(DDCONFIG["z_channels"], EMBED_DIM, 1)
+            self.post_quant_conv = torch.nn.Conv2d(EMBED_DIM, DDCONFIG["z_channels"], 1)
+
+        def encode(self, x):
+            h = self.quant_conv(self.encoder(x))
+            quant, _, (_, _, indices) = self.quantize(h)
+            return h, quant, indices
+
+        def decode(self, quant):
+            return self.decoder(self.post_quant_conv(quant))
+
+    torch.manual_seed(seed)
+    model = VQModel().eval()
+    with torch.no_grad():  # random norms and biases too, so a swapped scale/bias would show
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0.0, 0.1)
+            elif ".norm" in name or "norm_out" in name:
+                param.normal_(1.0, 0.1)
+        images = torch.from_numpy(_images(0)).permute(0, 3, 1, 2)
+        latents = model.quant_conv(model.encoder(images))  # codes spread like the latents
+        spread = latents.permute(0, 2, 3, 1).reshape(-1, EMBED_DIM)
+        model.quantize.embedding.weight.copy_(
+            spread[torch.randperm(spread.shape[0])[:N_EMBED]]
+            + 0.5 * spread.std() * torch.randn(N_EMBED, EMBED_DIM))
+        h, quant, indices = model.encode(images)
+        reconstruction = model.decode(quant)
+        # How close the runner-up code is: a float32 near-tie could flip an index legitimately.
+        flat = h.permute(0, 2, 3, 1).reshape(-1, EMBED_DIM)
+        distances = torch.cdist(flat.double(), model.quantize.embedding.weight.double()) ** 2
+        best_two = distances.topk(2, largest=False).values
+    outputs = dict(
+        latents=h.permute(0, 2, 3, 1).numpy(),
+        indices=indices.reshape(images.shape[0], *h.shape[2:]).numpy(),
+        reconstruction=reconstruction.permute(0, 2, 3, 1).numpy(),
+        margin=float((best_two[:, 1] - best_two[:, 0]).min()),
+    )
+    return model, outputs
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """(torch reference module, path of its .ckpt, its outputs on _images(0))."""
+    torch = pytest.importorskip("torch", reason=REASON)
+    model, outputs = build_reference()
+    state_dict = dict(model.state_dict())
+    state_dict["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)  # training only
+    path = tmp_path_factory.mktemp("taming") / "last.ckpt"
+    # Like a Lightning checkpoint: training objects besides the tensors (a class as a key).
+    torch.save({"epoch": 3, "global_step": 100, "state_dict": state_dict,
+                "callbacks": {argparse.Namespace: {"best_model_score": 1.0}}}, path)
+    return model, path, outputs
+
+
+@pytest.fixture(scope="module")
+def converted(reference):
+    return taming_convert.convert(reference[1])
+
+
+def test_converter_infers_the_architecture(converted):
+    config, _ = converted
+    m = config.model
+    assert m.name == "taming_vqgan"
+    assert (m.filters, tuple(m.channel_multipliers), m.num_res_blocks) == (32, (1, 2, 2), 2)
+    assert tuple(m.attention_levels) == (2,) and m.z_channels == 32 and m.embedding_dim == 16
+    assert config.quantizer.vq.codebook_size == N_EMBED and not config.quantizer.vq.ema_update
+
+
+def test_indices_and_reconstructions_match_taming(reference, converted):
+    _, _, expected = reference
+    config, variables = converted
+    model = build_tokenizer(config)
+    images = jnp.asarray(_images(0))
+    z_q, indices, _ = model.apply(variables, images, method=model.encode)
+    reconstruction = model.apply(variables, z_q, method=model.decode)
+    from_indices = model.apply(variables, indices, method=model.decode_indices)
+    latents = model.apply(variables, images, method=lambda m, x: m.quant_conv(m.encoder(x)))
+
+    assert expected["margin"] > 1e-3, "the fixture has a near-tie; pick another SEED"
+    assert len(np.unique(expected["indices"])) > 10  # the codes are actually exercised
+    np.testing.assert_allclose(latents, expected["latents"], atol=TOLERANCE, rtol=0)
+    np.testing.assert_array_equal(np.asarray(indices), expected["indices"])
+    np.testing.assert_allclose(reconstruction, expected["reconstruction"], atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(from_indices, expected["reconstruction"], atol=TOLERANCE, rtol=0)
+
+
+def test_quantizer_loss_matches_taming_legacy_weights(reference, converted):
+    """VectorQuantizer2(beta=0.25, legacy=True): |sg[e] - z|^2 + 0.25 |e - sg[z]|^2, and the same
+    straight-through gradient into the encoder."""
+    torch = pytest.importorskip("torch", reason=REASON)
+    torch_model, _, expected = reference
+    config, variables = converted
+    model = build_tokenizer(config)
+    latents = jnp.asarray(expected["latents"])
+    z = torch.from_numpy(expected["latents"]).permute(0, 3, 1, 2).requires_grad_(True)
+    z_q, torch_loss, _ = torch_model.quantize(z)
+    (torch_loss + z_q.square().sum()).backward()
+
+    def loss_fn(x):
+        z_q, aux = model.apply(variables, x, method=lambda m, x: m.quantize(x))
+        return aux.loss + jnp.sum(z_q ** 2), aux.loss
+
+    grad, loss = jax.grad(loss_fn, has_aux=True)(latents)
+    np.testing.assert_allclose(loss, torch_loss.item(), rtol=1e-5)
+    np.testing.assert_allclose(grad, z.grad.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+
+
+def test_converted_config_trains_with_the_tokenizer_trainer_model(converted):
+    config, _ = converted
+    assert config.trainer == "tokenizer" and config.compute_dtype == "float32"
+    fresh = vqgan_configs.get_config("taming_f16_1024")
+    assert set(config.to_dict()) == set(fresh.to_dict())  # a complete trainer config
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def _resave(tmp_path, reference, edit):
+    torch = pytest.importorskip("torch", reason=REASON)
+    state_dict = dict(reference[0].state_dict())
+    edit(state_dict, torch)
+    path = tmp_path / "edited.ckpt"
+    torch.save({"state_dict": state_dict}, path)
+    return path
+
+
+def test_missing_key_names_key_and_shape(tmp_path, reference):
+    path = _resave(tmp_path, reference,
+                   lambda sd, torch: sd.pop("decoder.up.1.block.2.norm2.bias"))
+    with pytest.raises(CheckpointError, match=r"decoder\.up\.1\.block\.2\.norm2\.bias.*\(64,\)"):
+        taming_convert.convert(path)
+
+
+def test_wrong_shape_names_key_and_expected_shape(tmp_path, reference):
+    def edit(sd, torch):
+        sd["decoder.mid.attn_1.q.weight"] = torch.zeros(64, 64, 3, 3)
+
+    path = _resave(tmp_path, reference, edit)
+    with pytest.raises(CheckpointError,
+                       match=r"decoder\.mid\.attn_1\.q\.weight.*\(64, 64, 3, 3\).*\(64, 64, 1, 1\)"):
+        taming_convert.convert(path)
+
+
+def test_unexpected_key_is_named(tmp_path, reference):
+    def edit(sd, torch):
+        sd["decoder.extra.weight"] = torch.zeros(3)
+
+    path = _resave(tmp_path, reference, edit)
+    with pytest.raises(CheckpointError, match=r"unexpected keys.*decoder\.extra\.weight"):
+        taming_convert.convert(path)
+
+
+def test_not_a_checkpoint(tmp_path, reference):
+    pytest.importorskip("torch", reason=REASON)
+    garbage = tmp_path / "notes.ckpt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        taming_convert.convert(garbage)
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        taming_convert.convert(tmp_path / "missing.ckpt")
+    import torch
+
+    path = tmp_path / "other.pt"
+    torch.save({"model": {}}, path)
+    with pytest.raises(CheckpointError, match=r"none of the keys \['state_dict'\]"):
+        taming_convert.convert(path)
+
+
+# -- the model on its own ----------------------------------------------------------------------
+def test_released_presets_shapes():
+    """The released sizes: f16, 16x16 tokens at 256 px, and the parameter counts of the released
+    networks, counted once from the reference modules built with the released configs (taming
+    Encoder + Decoder + quant convs + codebook; LlamaGen's VQ_16())."""
+    def count(preset):
+        model = taming_vqgan.create(preset)
+        abstract = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x),
+                                  jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32))
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
+
+    model = taming_vqgan.create("taming_f16_1024")
+    assert model.token_grid(256, 256) == (16, 16) and model.resolved_attention_levels == (4,)
+    assert count("taming_f16_1024") == 72_141_699
+    assert count("taming_f16_16384") == 76_073_859
+    assert count("llamagen_vq16") == 71_883_403
+    assert taming_vqgan.create("llamagen_vq16").latent_channels == 8
+
+
+def test_bad_fields_are_named():
+    with pytest.raises(ValueError, match="attention_levels"):
+        taming_vqgan.create("tiny", attention_levels=(5,)).init(
+            jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="norm_groups"):
+        taming_vqgan.create("tiny", filters=48).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
