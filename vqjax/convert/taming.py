@@ -44,14 +44,13 @@ def _indices(state_dict, pattern: str) -> list[int]:
 
 
 def _consecutive(found: list[int], what: str, source: str, example: str) -> int:
-    """len(found), checking they are 0..n-1 (a gap means a missing key)."""
+    """len(found), checking they are 0..n-1 (a gap means missing keys)."""
     if not found:
         raise CheckpointError(f"{source}: no {what} in the state dict (no key like {example!r})")
     for expected, index in enumerate(found):
         if index != expected:
             raise CheckpointError(
-                f"{source}: {what} {expected} is missing (found {found}); missing key like "
-                f"{example.replace('0', str(expected), 1)!r}"
+                f"{source}: {what} {expected} is missing (found {found}; keys like {example!r})"
             )
     return len(found)
 
