@@ -244,3 +244,28 @@ def test_bad_fields_are_named():
             jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     with pytest.raises(ValueError, match="norm_groups"):
         taming_vqgan.create("tiny", filters=48).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def test_taming_tiny_trains_with_the_tokenizer_trainer():
+    """configs/vqgan.py:taming_tiny through the tokenizer trainer's own step: the gradient-trained
+    codebook moves, the PatchGAN and hinge terms run, and the loss stays finite."""
+    from vqjax.train import mesh as mesh_lib
+    from vqjax.train.tokenizer import TokenizerTrainer
+
+    config = vqgan_configs.get_config("taming_tiny,res=16")
+    config.batch_size = 8
+    config.loss.disc_start_step = 0
+    config.discriminator.num_layers = 2  # 3 layers leave no logits at 16 px (taming's padding)
+    config.model.channel_multipliers, config.model.attention_levels = (1, 2), (1,)  # compiles faster
+    trainer = TokenizerTrainer(config, mesh_lib.make_mesh())
+    assert isinstance(trainer.model, taming_vqgan.TamingVQGAN)
+    state = trainer.init_state(jax.random.key(0))
+    images = jnp.asarray(_images(1, (8, 16, 16, 3)))
+    step = jax.jit(trainer.train_step)
+    new_state, metrics = step(state, {"image": images})
+    new_state, metrics = step(new_state, {"image": images})
+    assert int(new_state.step) == 2 and float(metrics["train/finite"]) == 1.0
+    for key in ("loss/loss", "loss/l1", "quantizer/codebook_loss", "disc/loss"):
+        assert np.isfinite(float(metrics[key])), key
+    codebook = lambda s: s.params["quantize"]["quantizer"]["codebook"]  # noqa: E731
+    assert float(jnp.abs(codebook(new_state) - codebook(state)).max()) > 0
