@@ -8,6 +8,12 @@ Variants: a size (tiny, maskgit), `dataset=NAME`, `res=PIXELS`. MaskGIT defaults
 (1, 1, 2, 2, 4) (f16), 2 residual blocks per level, 128 filters, no attention, 1024 codes of 256-d,
 commitment 0.25; perceptual 0.1, adversarial 0.1 non-saturating, R1 cost 10 (gamma 20 in our
 gamma/2 convention), StyleGAN discriminator; Adam lr 1e-4 with betas (0, 0.99), batch 256.
+
+Released conv tokenizers (model `taming_vqgan`, the targets of vqjax.convert.taming/llamagen):
+`taming_f16_1024`, `taming_f16_16384`, `llamagen_vq16`, and the CPU-sized `taming_tiny`
+(`taming_config` below lists how each follows its recipe):
+
+    python -m launch.train --config=configs/vqgan.py:taming_tiny --workdir=/tmp/taming_tiny
 """
 
 import ml_collections
@@ -60,8 +66,9 @@ def taming_config(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       has no adaptive (grad-norm ratio) GAN weight, so 0.8 is a fixed weight; the PatchGAN uses
       GroupNorm (taming: BatchNorm) since the trainer keeps no batch statistics.
     - LlamaGen: L2 + LPIPS 1.0 + hinge GAN 0.5 from step 20000, PatchGAN, AdamW lr 1e-4 betas
-      (0.9, 0.95) decoupled weight decay 0.05 ("adam" here is optax.adamw), grad clip 1.0, batch 128. Differences: as for taming (fixed GAN
-      weight, GroupNorm PatchGAN); LlamaGen trains in bf16 autocast, these run in float32.
+      (0.9, 0.95) decoupled weight decay 0.05 ("adam" here is optax.adamw), grad clip 1.0,
+      batch 128. Differences: as for taming (fixed GAN weight, GroupNorm PatchGAN); LlamaGen
+      trains in bf16 autocast, these run in float32.
     - compute_dtype float32 (converted models reproduce the released outputs to 1e-4 in float32).
     - `taming_tiny` is a CPU-sized network (f4, 32 -> 64 channels, attention at 8x8) for tests.
     """

@@ -1,6 +1,6 @@
 """taming-transformers' released VQGANs -> a vqjax `taming_vqgan` tokenizer (config + variables).
 
-    config, variables = vqjax.convert.taming.convert("vqgan_imagenet_f16_1024/checkpoints/last.ckpt")
+    config, variables = vqjax.convert.taming.convert("vqgan_imagenet_f16_1024/ckpts/last.ckpt")
     model = vqjax.train.tokenizer.build_tokenizer(config)
     indices = model.apply(variables, images, method=model.encode)[1]   # images in [-1, 1]
 

@@ -138,7 +138,8 @@ def load_state_dict(path: str, containers: Iterable[str], source: str) -> dict[s
         )
     if not isinstance(state_dict, Mapping):
         raise CheckpointError(
-            f"{source}: checkpoint[{container!r}] is a {type(state_dict).__name__}, not a state dict"
+            f"{source}: checkpoint[{container!r}] is a {type(state_dict).__name__}, "
+            "not a state dict"
         )
     arrays = {}
     for key, value in state_dict.items():

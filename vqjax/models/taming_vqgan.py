@@ -75,7 +75,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # vqgan_imagenet_f16_16384: the same network with 16384 codes (rFID 4.98).
     "taming_f16_16384": dict(filters=128, channel_multipliers=(1, 1, 2, 2, 4), num_res_blocks=2,
                              z_channels=256, embedding_dim=256,
-                             quantizer_options=_options(**{**DEFAULT_VQ_OPTIONS, "codebook_size": 16384})),
+                             quantizer_options=_options(
+                                 **{**DEFAULT_VQ_OPTIONS, "codebook_size": 16384})),
     # LlamaGen VQ-16 (vq_ds16_c2i.pt): 16384 l2-normalised 8-d codes (rFID 2.19).
     "llamagen_vq16": dict(filters=128, channel_multipliers=(1, 1, 2, 2, 4), num_res_blocks=2,
                           z_channels=256, embedding_dim=8,
