@@ -271,3 +271,35 @@ def test_taming_tiny_trains_with_the_tokenizer_trainer():
         assert np.isfinite(float(metrics[key])), key
     codebook = lambda s: s.params["quantize"]["quantizer"]["codebook"]  # noqa: E731
     assert float(jnp.abs(codebook(new_state) - codebook(state)).max()) > 0
+
+
+@pytest.mark.parametrize("preset, n_embed", [("taming_f16_1024", 1024),
+                                             ("taming_f16_16384", 16384)])
+def test_released_sizes_take_the_same_path(preset, n_embed):
+    """The released configs' state dicts (shapes from taming's modules on the meta device, no
+    weights) infer exactly the preset, and every tensor maps onto the preset's network."""
+    torch = pytest.importorskip("torch", reason=REASON)
+    model_lib = pytest.importorskip("taming.modules.diffusionmodules.model", reason=REASON)
+    quantize_lib = pytest.importorskip("taming.modules.vqvae.quantize", reason=REASON)
+    released = dict(DDCONFIG, z_channels=256, resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4),
+                    num_res_blocks=2, attn_resolutions=[16])
+    with torch.device("meta"):
+        modules = dict(encoder=model_lib.Encoder(**released),
+                       decoder=model_lib.Decoder(**released),
+                       quantize=quantize_lib.VectorQuantizer2(n_embed, 256, beta=0.25),
+                       quant_conv=torch.nn.Conv2d(256, 256, 1),
+                       post_quant_conv=torch.nn.Conv2d(256, 256, 1))
+    state_dict = {f"{prefix}.{key}": np.empty(tuple(value.shape), np.float32)
+                  for prefix, module in modules.items()
+                  for key, value in module.state_dict().items()}
+    arch = taming_convert.infer_architecture(
+        state_dict, blocks=lambda level: f"encoder.down.{level}.block.",
+        attentions=lambda level: f"encoder.down.{level}.attn.")
+    config = taming_convert.make_config(taming_convert.config_preset(n_embed), arch)
+    assert config.model.to_dict() == vqgan_configs.get_config(preset).model.to_dict()
+    assert config.quantizer.vq.codebook_size == n_embed
+    variables = taming_convert.build_variables(build_tokenizer(config), state_dict,
+                                               taming_convert.torch_key,
+                                               taming_convert.is_training_only, "taming")
+    assert sum(x.size for x in jax.tree.leaves(variables["params"])) == sum(
+        x.size for x in state_dict.values())

@@ -11,8 +11,8 @@ training loss's loss.* (LPIPS, discriminator), which are not part of the tokeniz
 
 Every size is read from the state dict (widths, levels, res blocks per level, which levels have
 attention, z_channels, code width, codebook size), so the released models and small test networks
-go through the same path; the config is `configs/vqgan.py:taming_f16_1024` with those fields set,
-a complete tokenizer-trainer config (the converted model fine-tunes with `launch.train`). Every
+go through the same path. The config is `configs/vqgan.py:taming_f16_1024` (`taming_f16_16384`
+for 16384 codes) with those fields set: a complete tokenizer-trainer config. Every
 parameter of the network is matched to one tensor, and every tensor to a parameter: a missing or
 unexpected key, or a wrong shape, raises `CheckpointError` (a ValueError) naming the key and the
 expected shape. Reading the file needs torch (see `torch_checkpoint`). `configs/` is imported, so
@@ -33,7 +33,11 @@ from vqjax.convert.torch_checkpoint import CheckpointError, require
 from vqjax.quantizers.linen import QUANTIZER_STATE
 
 SOURCE = "taming"
-CONFIG_PRESET = "taming_f16_1024"
+
+
+def config_preset(codebook_size: int) -> str:
+    """The configs/vqgan.py variant a checkpoint starts from (its sizes are then overwritten)."""
+    return "taming_f16_16384" if codebook_size == 16384 else "taming_f16_1024"
 
 
 # -- architecture from the state dict ----------------------------------------------------------
@@ -184,7 +188,7 @@ def convert(path) -> tuple[ml_collections.ConfigDict, dict]:
         blocks=lambda level: f"encoder.down.{level}.block.",
         attentions=lambda level: f"encoder.down.{level}.attn.",
     )
-    config = make_config(CONFIG_PRESET, arch)
+    config = make_config(config_preset(arch["codebook_size"]), arch)
     model = build_tokenizer(config)
     variables = build_variables(model, state_dict, torch_key, is_training_only, SOURCE)
     return config, variables
