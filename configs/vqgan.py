@@ -69,7 +69,9 @@ def taming_config(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       (0.9, 0.95) decoupled weight decay 0.05 ("adam" here is optax.adamw), grad clip 1.0,
       batch 128. Differences: as for taming (fixed GAN weight, GroupNorm PatchGAN); LlamaGen
       trains in bf16 autocast, these run in float32.
-    - compute_dtype float32 (converted models reproduce the released outputs to 1e-4 in float32).
+    - compute_dtype float32, and converted configs set model.precision="highest" (float32 convs
+      on GPUs/TPUs too), since they reproduce the released outputs to 1e-4; for training,
+      `--config.model.precision=` (JAX's default) is faster on accelerators.
     - `taming_tiny` is a CPU-sized network (f4, 32 -> 64 channels, attention at 8x8) for tests.
     """
     llamagen = arg.size == "llamagen_vq16"
@@ -84,6 +86,7 @@ def taming_config(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         name="taming_vqgan", size=arg.size, filters=128, channel_multipliers=(1, 1, 2, 2, 4),
         num_res_blocks=2, attention_levels=(4,), z_channels=256,
         embedding_dim=8 if llamagen else 256, dropout=0.0,
+        precision="",  # "": JAX's default (TF32 / bf16 passes on accelerators); "highest": exact
     ))
     codebook_size = {"taming_f16_1024": 1024, "taming_tiny": 128}.get(arg.size, 16384)
     c.quantizer = common.quantizer_config("vq", vq=dict(

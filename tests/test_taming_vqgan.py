@@ -10,6 +10,7 @@ within 1e-4.
 from __future__ import annotations
 
 import argparse
+import re
 
 import jax
 import jax.numpy as jnp
@@ -163,6 +164,15 @@ def test_quantizer_loss_matches_taming_legacy_weights(reference, converted):
 def test_converted_config_trains_with_the_tokenizer_trainer_model(converted):
     config, _ = converted
     assert config.trainer == "tokenizer" and config.compute_dtype == "float32"
+    # float32 convs and attention on accelerators too (CPU computes float32 either way).
+    model = build_tokenizer(config)
+    jaxpr = str(jax.make_jaxpr(lambda v, x: model.apply(v, x))(converted[1],
+                                                               jnp.zeros((1, 8, 8, 3))))
+    convs = re.findall(r"conv_general_dilated\[(.*?)\]", jaxpr, flags=re.S)
+    assert len(convs) > 50 and all("precision=(Precision.HIGHEST" in conv for conv in convs)
+    attention = re.findall(r"dot_general\[(.*?)\] \w+ \w+\n", jaxpr, flags=re.S)
+    # q.k and w.v of the 7 attention blocks (encoder: 2 at level 2 + middle; decoder: middle + 3)
+    assert sum("Precision.HIGHEST" in product for product in attention) == 2 * 7
     fresh = vqgan_configs.get_config("taming_f16_1024")
     assert set(config.to_dict()) == set(fresh.to_dict())  # a complete trainer config
 
@@ -296,7 +306,8 @@ def test_released_sizes_take_the_same_path(preset, n_embed):
         state_dict, blocks=lambda level: f"encoder.down.{level}.block.",
         attentions=lambda level: f"encoder.down.{level}.attn.")
     config = taming_convert.make_config(taming_convert.config_preset(n_embed), arch)
-    assert config.model.to_dict() == vqgan_configs.get_config(preset).model.to_dict()
+    assert config.model.to_dict() == vqgan_configs.get_config(preset).model.to_dict() | {
+        "precision": "highest"}
     assert config.quantizer.vq.codebook_size == n_embed
     variables = taming_convert.build_variables(build_tokenizer(config), state_dict,
                                                taming_convert.torch_key,

@@ -12,7 +12,10 @@ training loss's loss.* (LPIPS, discriminator), which are not part of the tokeniz
 Every size is read from the state dict (widths, levels, res blocks per level, which levels have
 attention, z_channels, code width, codebook size), so the released models and small test networks
 go through the same path. The config is `configs/vqgan.py:taming_f16_1024` (`taming_f16_16384`
-for 16384 codes) with those fields set: a complete tokenizer-trainer config. Every
+for 16384 codes) with those fields set, `compute_dtype="float32"` and `model.precision="highest"`
+(JAX's default computes float32 convs with TF32 on GPUs and bf16 passes on TPUs, which is not
+within 1e-4; pass `--config.model.precision=` to fine-tune at full speed): a complete
+tokenizer-trainer config. Every
 parameter of the network is matched to one tensor, and every tensor to a parameter: a missing or
 unexpected key, or a wrong shape, raises `CheckpointError` (a ValueError) naming the key and the
 expected shape. Reading the file needs torch (see `torch_checkpoint`). `configs/` is imported, so
@@ -121,6 +124,7 @@ def make_config(preset: str, arch: dict) -> ml_collections.ConfigDict:
     config.quantizer.name = "vq"
     config.quantizer.vq.codebook_size = arch["codebook_size"]
     config.compute_dtype = "float32"
+    config.model.precision = "highest"  # float32 convs on GPUs/TPUs too (else TF32 / bf16 passes)
     return config
 
 

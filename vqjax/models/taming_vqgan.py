@@ -102,7 +102,8 @@ class _Parts:
     @staticmethod
     def conv(module, features: int, kernel: int, name: str, strides: int = 1, padding="SAME"):
         return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding=padding,
-                       dtype=module.dtype, param_dtype=module.param_dtype, name=name)
+                       precision=module.precision, dtype=module.dtype,
+                       param_dtype=module.param_dtype, name=name)
 
     @staticmethod
     def norm(module, name: str):
@@ -121,6 +122,7 @@ class ResnetBlock(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -141,6 +143,7 @@ class AttnBlock(nn.Module):
     norm_epsilon: float = 1e-6
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -148,9 +151,11 @@ class AttnBlock(nn.Module):
         h = _Parts.norm(self, "norm")(x)
         q, k, v = (_Parts.conv(self, channels, 1, name)(h).reshape(batch, height * width, channels)
                    for name in ("q", "k", "v"))  # each [B, N, C]
-        logits = jnp.einsum("bic,bjc->bij", q, k, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("bic,bjc->bij", q, k, precision=self.precision,
+                            preferred_element_type=jnp.float32)
         weights = jax.nn.softmax(logits * (channels ** -0.5), axis=-1)  # [B, N(query), N(key)]
-        h = jnp.einsum("bij,bjc->bic", weights.astype(v.dtype), v)  # [B, N, C]
+        h = jnp.einsum("bij,bjc->bic", weights.astype(v.dtype), v,
+                       precision=self.precision)  # [B, N, C]
         h = _Parts.conv(self, channels, 1, "proj_out")(h.reshape(batch, height, width, channels))
         return x + h
 
@@ -173,11 +178,12 @@ class TamingEncoder(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         norm = dict(norm_groups=self.norm_groups, norm_epsilon=self.norm_epsilon, dtype=self.dtype,
-                    param_dtype=self.param_dtype)
+                    param_dtype=self.param_dtype, precision=self.precision)
         x = _Parts.conv(self, self.filters, 3, "conv_in")(x.astype(self.dtype))
         num_levels = len(self.channel_multipliers)
         for level, multiplier in enumerate(self.channel_multipliers):
@@ -216,11 +222,12 @@ class TamingDecoder(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, z: Array, train: bool = False) -> Array:
         norm = dict(norm_groups=self.norm_groups, norm_epsilon=self.norm_epsilon, dtype=self.dtype,
-                    param_dtype=self.param_dtype)
+                    param_dtype=self.param_dtype, precision=self.precision)
         width = self.filters * self.channel_multipliers[-1]
         x = _Parts.conv(self, width, 3, "conv_in")(z.astype(self.dtype))
         x = ResnetBlock(width, dropout_rate=self.dropout_rate, name="mid_block_1", **norm)(x, train)
@@ -249,7 +256,10 @@ class TamingVQGAN(nn.Module):
     `z_channels` (encoder output / decoder input width), `embedding_dim` (quant_conv output = code
     width; None: what the quantizer needs, else `z_channels`), `norm_groups`, `norm_epsilon`,
     `dropout_rate` (ResnetBlocks, training only), `quantizer`, `quantizer_options` (None: taming's
-    VectorQuantizer2 for "vq"), `channels`, `dtype`, `param_dtype`.
+    VectorQuantizer2 for "vq"), `channels`, `dtype`, `param_dtype`, `precision` (of every conv and
+    attention product, e.g. "highest"; None is JAX's default, which on GPUs computes float32 convs
+    with TF32 and on TPUs with bfloat16 passes: fast, but not within 1e-4 of the released
+    networks; converted configs set "highest").
     """
 
     filters: int = 128
@@ -266,6 +276,7 @@ class TamingVQGAN(nn.Module):
     channels: int = 3
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    precision: Any = None
 
     # -- configuration, usable on an unbound model -------------------------------------------
     def built_quantizer(self) -> Quantizer:
@@ -337,9 +348,11 @@ class TamingVQGAN(nn.Module):
             dropout_rate=self.dropout_rate,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
+            precision=self.precision,
         )
         conv1x1 = lambda features: nn.Conv(  # noqa: E731
-            features, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype
+            features, (1, 1), precision=self.precision, dtype=self.dtype,
+            param_dtype=self.param_dtype,
         )
         self.encoder = TamingEncoder(z_channels=self.z_channels, **common)
         self.quant_conv = conv1x1(embedding_dim)

@@ -68,7 +68,7 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
             filters=m.filters, channel_multipliers=tuple(m.channel_multipliers),
             num_res_blocks=m.num_res_blocks, attention_levels=tuple(m.attention_levels),
             z_channels=m.z_channels, embedding_dim=m.embedding_dim or None,
-            dropout_rate=m.dropout, **common)
+            dropout_rate=m.dropout, precision=m.precision or None, **common)
     raise ValueError(f"config.model.name={m.name!r}; choose one of vit_vqgan, vqgan, "
                      "taming_vqgan")
 
