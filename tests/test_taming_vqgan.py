@@ -10,6 +10,7 @@ within 1e-4.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import re
 
 import jax
@@ -314,3 +315,42 @@ def test_released_sizes_take_the_same_path(preset, n_embed):
                                                taming_convert.is_training_only, "taming")
     assert sum(x.size for x in jax.tree.leaves(variables["params"])) == sum(
         x.size for x in state_dict.values())
+
+
+def test_nearest_code_matches_vector_quantizer2_with_16384_codes_and_ties():
+    """VectorQuantizer2's argmin over 16384 codes (vqjax searches them in two chunks) gives the same
+    indices, including exact ties between duplicated codes, where both take the lower index."""
+    torch = pytest.importorskip("torch", reason=REASON)
+    quantize_lib = pytest.importorskip("taming.modules.vqvae.quantize", reason=REASON)
+    from vqjax import quantizers
+
+    torch.manual_seed(0)
+    reference = quantize_lib.VectorQuantizer2(16384, 8, beta=0.25).eval()
+    with torch.no_grad():
+        codes = reference.embedding.weight
+        codes.normal_()
+        codes[12000] = codes[100]  # duplicates across the two 8192-code chunks
+        codes[8191] = codes[8192]
+        latents = torch.randn(2, 8, 16, 16)
+        latents[0, :, 0, 0], latents[1, :, 3, 5] = codes[100], codes[8192]
+        _, _, (_, _, expected) = reference(latents)
+    quantizer = quantizers.build("vq", **{**taming_vqgan.DEFAULT_VQ_OPTIONS,
+                                          "codebook_size": 16384})
+    variables = quantizer.init(jax.random.key(0), jnp.zeros((1, 8)))
+    variables["params"]["codebook"] = jnp.asarray(codes.detach().numpy())
+    _, out = quantizer.apply(variables, jnp.asarray(latents.permute(0, 2, 3, 1).numpy()))
+    indices = np.asarray(out.indices).reshape(-1)
+    np.testing.assert_array_equal(indices, expected.numpy())
+    assert indices[0] == 100 and indices[16 * 16 + 3 * 16 + 5] == 8191
+
+
+def test_the_other_converters_checkpoint_is_refused(reference):
+    """A taming .ckpt given to the LlamaGen converter, and LlamaGen's .pt to taming's."""
+    pytest.importorskip("torch", reason=REASON)
+    from vqjax.convert import llamagen
+
+    with pytest.raises(CheckpointError, match=r"encoder\.conv_blocks\.0\.res\.0\.conv1\.weight"):
+        llamagen.convert(reference[1])
+    llamagen_file = pathlib.Path(__file__).parent / "data" / "llamagen" / "vq_tiny.pt"
+    with pytest.raises(CheckpointError, match=r"none of the keys \['state_dict'\].*'model'"):
+        taming_convert.convert(llamagen_file)
