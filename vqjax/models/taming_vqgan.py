@@ -38,8 +38,11 @@ straight-through from the normalised latent, as LlamaGen's `VectorQuantizer(l2_n
 8-channel quant_conv, and LlamaGen's loss weights (commitment 0.25, codebook 1.0).
 
 Differences from the reference that do not change outputs: NHWC layout; the euclidean argmin is
-computed as argmax(2 z.e - |e|^2) (|z|^2 is constant per row), so an input exactly equidistant,
-up to float32 rounding, from two codes may pick the other one (never seen in the tests).
+computed as argmax(2 z.e - |e|^2) (|z|^2 is constant per row), so a latent equidistant from two
+codes up to float32 rounding may take the other one (never seen in the tests; exact ties take the
+lower index in both). `precision` sets the precision of every conv and attention product: JAX's
+default (None) uses TF32 on recent GPUs and bf16 passes on TPUs for float32 inputs, which is not
+within 1e-4 of the released networks, so converted configs set "highest".
 """
 
 from __future__ import annotations
