@@ -8,6 +8,7 @@ model must give identical indices and reconstructions within 1e-4.
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import jax.numpy as jnp
@@ -99,3 +100,29 @@ def test_missing_and_wrong_keys_are_named(tmp_path):
         path = tmp_path / "opt.pt"
         torch.save({"optimizer": {}}, path)
         llamagen.convert(path)
+
+
+def test_released_vq16_layout_infers_the_preset():
+    """The state-dict names and shapes of LlamaGen's VQ_16() (vq_ds16_c2i.pt's network; listed in
+    vq_ds16_shapes.json, see the README) infer exactly `configs/vqgan.py:llamagen_vq16`, and every
+    tensor maps onto its network. No weights: empty arrays of those shapes."""
+    import jax
+
+    from configs import vqgan as vqgan_configs
+    from vqjax.convert import taming
+
+    shapes = json.loads((DATA / "vq_ds16_shapes.json").read_text())
+    state_dict = {key: np.empty(shape, np.float32) for key, shape in shapes.items()}
+    arch = taming.infer_architecture(
+        state_dict, blocks=lambda level: f"encoder.conv_blocks.{level}.res.",
+        attentions=lambda level: f"encoder.conv_blocks.{level}.attn.", source="llamagen")
+    config = taming.make_config(llamagen.CONFIG_PRESET, arch)
+    preset = vqgan_configs.get_config("llamagen_vq16")
+    assert config.model.to_dict() == preset.model.to_dict() | {"precision": "highest"}
+    assert config.quantizer.to_dict() == preset.quantizer.to_dict()
+    variables = taming.build_variables(
+        build_tokenizer(config), state_dict, llamagen.torch_key_for(5), llamagen.is_training_only,
+        "llamagen")
+    mapped = sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+    assert mapped == sum(a.size for k, a in state_dict.items() if k != "quantize.codebook_used")
+    assert mapped == 71_883_403
