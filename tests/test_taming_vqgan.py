@@ -354,3 +354,13 @@ def test_the_other_converters_checkpoint_is_refused(reference):
     llamagen_file = pathlib.Path(__file__).parent / "data" / "llamagen" / "vq_tiny.pt"
     with pytest.raises(CheckpointError, match=r"none of the keys \['state_dict'\].*'model'"):
         taming_convert.convert(llamagen_file)
+
+
+def test_legacy_torch_format_reads_the_same(tmp_path, reference, converted):
+    """torch.save's pre-1.6 (non-zip) format, with a pickled object besides the tensors."""
+    torch = pytest.importorskip("torch", reason=REASON)
+    path = tmp_path / "legacy.ckpt"
+    torch.save({"state_dict": reference[0].state_dict(), "hparams": argparse.Namespace(lr=1.0)},
+               path, _use_new_zipfile_serialization=False)
+    _, variables = taming_convert.convert(path)
+    jax.tree.map(np.testing.assert_array_equal, variables, converted[1])

@@ -81,7 +81,8 @@ def _stub_pickle_module():
 
     module = types.ModuleType("vqjax_stub_pickle")
     module.Unpickler = StubUnpickler
-    module.load = pickle.load
+    # torch's legacy (pre-zip) format reads its header with `pickle_module.load`: stubbed too.
+    module.load = lambda file, **kwargs: StubUnpickler(file, **kwargs).load()
     module.__name__ = "vqjax_stub_pickle"
     return module
 
