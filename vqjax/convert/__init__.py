@@ -1,0 +1,1 @@
+"""Converters from released checkpoints to vqjax runs (taming.py, llamagen.py, ...)."""
