@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import vqgan as vqgan_configs
 from vqjax.convert import llamagen
 from vqjax.convert.torch_checkpoint import CheckpointError
 from vqjax.train.tokenizer import build_tokenizer
@@ -33,7 +34,7 @@ def expected():
 @pytest.fixture(scope="module")
 def converted():
     pytest.importorskip("torch", reason=REASON)
-    return llamagen.convert(CHECKPOINT)
+    return llamagen.convert(CHECKPOINT, vqgan_configs.get_config)
 
 
 def test_converter_infers_the_architecture(converted):
@@ -70,8 +71,8 @@ def test_ema_weights_are_preferred(tmp_path):
     state_dict = torch.load(CHECKPOINT, weights_only=False)["model"]
     path = tmp_path / "ema.pt"
     torch.save({"ema": state_dict, "model": {"broken": torch.zeros(1)}}, path)
-    _, variables = llamagen.convert(path)
-    _, reference = llamagen.convert(CHECKPOINT)
+    _, variables = llamagen.convert(path, vqgan_configs.get_config)
+    _, reference = llamagen.convert(CHECKPOINT, vqgan_configs.get_config)
     np.testing.assert_array_equal(
         variables["params"]["decoder"]["conv_out"]["kernel"],
         reference["params"]["decoder"]["conv_out"]["kernel"])
@@ -86,7 +87,7 @@ def test_missing_and_wrong_keys_are_named(tmp_path):
         edit(edited)
         path = tmp_path / "edited.pt"
         torch.save({"model": edited}, path)
-        return llamagen.convert(path)
+        return llamagen.convert(path, vqgan_configs.get_config)
 
     with pytest.raises(CheckpointError, match=r"'decoder\.conv_blocks\.0\.attn\.1\.proj_out\.bias'"
                                               r".*\(32,\)"):
@@ -99,7 +100,7 @@ def test_missing_and_wrong_keys_are_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"none of the keys \['ema', 'model', 'state_dict'\]"):
         path = tmp_path / "opt.pt"
         torch.save({"optimizer": {}}, path)
-        llamagen.convert(path)
+        llamagen.convert(path, vqgan_configs.get_config)
 
 
 def test_released_vq16_layout_infers_the_preset():
@@ -116,7 +117,7 @@ def test_released_vq16_layout_infers_the_preset():
     arch = taming.infer_architecture(
         state_dict, blocks=lambda level: f"encoder.conv_blocks.{level}.res.",
         attentions=lambda level: f"encoder.conv_blocks.{level}.attn.", source="llamagen")
-    config = taming.make_config(llamagen.CONFIG_PRESET, arch)
+    config = taming.make_config(vqgan_configs.get_config, llamagen.CONFIG_PRESET, arch)
     preset = vqgan_configs.get_config("llamagen_vq16")
     assert config.model.to_dict() == preset.model.to_dict() | {"precision": "highest"}
     assert config.quantizer.to_dict() == preset.quantizer.to_dict()

@@ -111,7 +111,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(reference):
-    return taming_convert.convert(reference[1])
+    return taming_convert.convert(reference[1], vqgan_configs.get_config)
 
 
 def test_converter_infers_the_architecture(converted):
@@ -192,7 +192,7 @@ def test_missing_key_names_key_and_shape(tmp_path, reference):
     path = _resave(tmp_path, reference,
                    lambda sd, torch: sd.pop("decoder.up.1.block.2.norm2.bias"))
     with pytest.raises(CheckpointError, match=r"decoder\.up\.1\.block\.2\.norm2\.bias.*\(64,\)"):
-        taming_convert.convert(path)
+        taming_convert.convert(path, vqgan_configs.get_config)
 
 
 def test_wrong_shape_names_key_and_expected_shape(tmp_path, reference):
@@ -203,7 +203,7 @@ def test_wrong_shape_names_key_and_expected_shape(tmp_path, reference):
     with pytest.raises(CheckpointError,
                        match=r"decoder\.mid\.attn_1\.q\.weight.*\(64, 64, 3, 3\)"
                              r".*\(64, 64, 1, 1\)"):
-        taming_convert.convert(path)
+        taming_convert.convert(path, vqgan_configs.get_config)
 
 
 def test_unexpected_key_is_named(tmp_path, reference):
@@ -212,7 +212,7 @@ def test_unexpected_key_is_named(tmp_path, reference):
 
     path = _resave(tmp_path, reference, edit)
     with pytest.raises(CheckpointError, match=r"unexpected keys.*decoder\.extra\.weight"):
-        taming_convert.convert(path)
+        taming_convert.convert(path, vqgan_configs.get_config)
 
 
 def test_not_a_checkpoint(tmp_path, reference):
@@ -220,15 +220,15 @@ def test_not_a_checkpoint(tmp_path, reference):
     garbage = tmp_path / "notes.ckpt"
     garbage.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
-        taming_convert.convert(garbage)
+        taming_convert.convert(garbage, vqgan_configs.get_config)
     with pytest.raises(FileNotFoundError, match="no checkpoint file"):
-        taming_convert.convert(tmp_path / "missing.ckpt")
+        taming_convert.convert(tmp_path / "missing.ckpt", vqgan_configs.get_config)
     import torch
 
     path = tmp_path / "other.pt"
     torch.save({"model": {}}, path)
     with pytest.raises(CheckpointError, match=r"none of the keys \['state_dict'\]"):
-        taming_convert.convert(path)
+        taming_convert.convert(path, vqgan_configs.get_config)
 
 
 # -- the model on its own ----------------------------------------------------------------------
@@ -306,7 +306,7 @@ def test_released_sizes_take_the_same_path(preset, n_embed):
     arch = taming_convert.infer_architecture(
         state_dict, blocks=lambda level: f"encoder.down.{level}.block.",
         attentions=lambda level: f"encoder.down.{level}.attn.")
-    config = taming_convert.make_config(taming_convert.config_preset(n_embed), arch)
+    config = taming_convert.make_config(vqgan_configs.get_config, taming_convert.config_preset(n_embed), arch)
     assert config.model.to_dict() == vqgan_configs.get_config(preset).model.to_dict() | {
         "precision": "highest"}
     assert config.quantizer.vq.codebook_size == n_embed
@@ -350,10 +350,10 @@ def test_the_other_converters_checkpoint_is_refused(reference):
     from vqjax.convert import llamagen
 
     with pytest.raises(CheckpointError, match=r"encoder\.conv_blocks\.0\.res\.0\.conv1\.weight"):
-        llamagen.convert(reference[1])
+        llamagen.convert(reference[1], vqgan_configs.get_config)
     llamagen_file = pathlib.Path(__file__).parent / "data" / "llamagen" / "vq_tiny.pt"
     with pytest.raises(CheckpointError, match=r"none of the keys \['state_dict'\].*'model'"):
-        taming_convert.convert(llamagen_file)
+        taming_convert.convert(llamagen_file, vqgan_configs.get_config)
 
 
 def test_legacy_torch_format_reads_the_same(tmp_path, reference, converted):
@@ -362,5 +362,5 @@ def test_legacy_torch_format_reads_the_same(tmp_path, reference, converted):
     path = tmp_path / "legacy.ckpt"
     torch.save({"state_dict": reference[0].state_dict(), "hparams": argparse.Namespace(lr=1.0)},
                path, _use_new_zipfile_serialization=False)
-    _, variables = taming_convert.convert(path)
+    _, variables = taming_convert.convert(path, vqgan_configs.get_config)
     jax.tree.map(np.testing.assert_array_equal, variables, converted[1])

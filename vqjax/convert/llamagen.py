@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from typing import Callable
+
 import ml_collections
 
 from vqjax.convert import taming, torch_checkpoint
@@ -64,8 +66,10 @@ def is_training_only(key: str) -> bool:
     return key == "quantize.codebook_used"
 
 
-def convert(path) -> tuple[ml_collections.ConfigDict, dict]:
-    """(tokenizer-trainer config, Flax variables) of the LlamaGen VQ checkpoint at `path`."""
+def convert(path, get_config: Callable[[str], ml_collections.ConfigDict]
+            ) -> tuple[ml_collections.ConfigDict, dict]:
+    """(tokenizer-trainer config, Flax variables) of the LlamaGen VQ checkpoint at `path`;
+    `get_config`: `configs/vqgan.py`'s (`launch.convert` passes it)."""
     from vqjax.train.tokenizer import build_tokenizer  # noqa: PLC0415
 
     state_dict = torch_checkpoint.load_state_dict(path, CONTAINERS, SOURCE)
@@ -75,7 +79,7 @@ def convert(path) -> tuple[ml_collections.ConfigDict, dict]:
         attentions=lambda level: f"encoder.conv_blocks.{level}.attn.",
         source=SOURCE,
     )
-    config = taming.make_config(CONFIG_PRESET, arch)
+    config = taming.make_config(get_config, CONFIG_PRESET, arch)
     model = build_tokenizer(config)
     torch_key = torch_key_for(len(arch["channel_multipliers"]))
     variables = taming.build_variables(model, state_dict, torch_key, is_training_only, SOURCE)

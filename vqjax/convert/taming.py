@@ -18,13 +18,15 @@ within 1e-4; pass `--config.model.precision=` to fine-tune at full speed): a com
 tokenizer-trainer config. Every
 parameter of the network is matched to one tensor, and every tensor to a parameter: a missing or
 unexpected key, or a wrong shape, raises `CheckpointError` (a ValueError) naming the key and the
-expected shape. Reading the file needs torch (see `torch_checkpoint`). `configs/` is imported, so
-run from a vqjax checkout (as `launch.train` is).
+expected shape. Reading the file needs torch (see `torch_checkpoint`). The caller passes the presets'
+`get_config` (configs/vqgan.py's): the library never imports configs/.
 """
 
 from __future__ import annotations
 
 import re
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -109,11 +111,11 @@ def infer_architecture(state_dict, *, blocks, attentions, source: str = SOURCE,
     )
 
 
-def make_config(preset: str, arch: dict) -> ml_collections.ConfigDict:
-    """`configs/vqgan.py:<preset>` with the inferred architecture filled in."""
-    from configs import vqgan as vqgan_configs  # noqa: PLC0415 (configs/ is not in the library)
-
-    config = vqgan_configs.get_config(preset)
+def make_config(get_config: Callable[[str], ml_collections.ConfigDict], preset: str,
+                arch: dict) -> ml_collections.ConfigDict:
+    """`get_config(preset)` (e.g. `configs/vqgan.py`'s, which the caller passes: the library never
+    imports configs/) with the inferred architecture filled in."""
+    config = get_config(preset)
     m = config.model
     m.filters = arch["filters"]
     m.channel_multipliers = arch["channel_multipliers"]
@@ -182,8 +184,10 @@ def is_training_only(key: str) -> bool:
 
 
 # -- the converter -----------------------------------------------------------------------------
-def convert(path) -> tuple[ml_collections.ConfigDict, dict]:
-    """(tokenizer-trainer config, Flax variables) of the taming VQGAN checkpoint at `path`."""
+def convert(path, get_config: Callable[[str], ml_collections.ConfigDict]
+            ) -> tuple[ml_collections.ConfigDict, dict]:
+    """(tokenizer-trainer config, Flax variables) of the taming VQGAN checkpoint at `path`;
+    `get_config`: `configs/vqgan.py`'s (`launch.convert` passes it)."""
     from vqjax.train.tokenizer import build_tokenizer  # noqa: PLC0415
 
     state_dict = torch_checkpoint.load_state_dict(path, ("state_dict",), SOURCE)
@@ -192,7 +196,7 @@ def convert(path) -> tuple[ml_collections.ConfigDict, dict]:
         blocks=lambda level: f"encoder.down.{level}.block.",
         attentions=lambda level: f"encoder.down.{level}.attn.",
     )
-    config = make_config(config_preset(arch["codebook_size"]), arch)
+    config = make_config(get_config, config_preset(arch["codebook_size"]), arch)
     model = build_tokenizer(config)
     variables = build_variables(model, state_dict, torch_key, is_training_only, SOURCE)
     return config, variables
