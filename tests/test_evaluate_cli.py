@@ -59,6 +59,19 @@ def test_evaluate_a_trained_run(tmp_path):
     assert "--inception_weights=random" in proc.stderr
     assert "Traceback" not in proc.stderr
 
+    # No weights anywhere (a fresh HOME): everything else is computed, rFID is reported skipped
+    # with the one command that makes the weights.
+    env = subprocess_env(**ENV, HOME=str(tmp_path / "home"))
+    env.pop("VQJAX_INCEPTION_WEIGHTS", None)
+    proc = run(evaluate_command(workdir, "--num_examples=6", "--batch_size=4"), env, timeout=300)
+    results = json.loads((workdir / "eval_2.json").read_text())
+    assert "rfid" not in results and "make fid-weights" in results["rfid_skipped"]
+    for key in ("psnr", "ssim", "lpips", "usage"):
+        assert math.isfinite(results[key]), key
+    assert results["inception_weights"] == "none" and results["examples"] == 6
+    assert "rfid skipped" in proc.stdout and "make fid-weights" in proc.stdout
+    assert "rFID/FID skipped" in proc.stderr  # said at the start, before any work
+
     with pytest.raises(evaluate.CheckpointNotFoundError, match="available steps: 2"):
         evaluate.find_run(workdir, step=7)
 
