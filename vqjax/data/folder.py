@@ -232,7 +232,10 @@ def _write_cache(listing: FileList) -> pathlib.Path | None:
             os.replace(tmp, path)  # atomic: concurrent processes write the same content
             return path
         except OSError:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             continue
     log.warning("image_folder: could not cache the file list of %s anywhere", listing.root)
     return None

@@ -163,9 +163,8 @@ def pil_to_rgb(pil: Image.Image, background: tuple[int, int, int] = (255, 255, 2
     """
     pil = ImageOps.exif_transpose(pil)
     if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pil = Image.fromarray(
-            (np.asarray(pil, np.float64) / (256.0 if pil.mode != "I" else 65536.0 / 256.0))
-            .clip(0, 255).astype(np.uint8))
+        sixteen_bit = np.asarray(pil, np.float64)  # 0..65535 (PNG's 16-bit greyscale)
+        pil = Image.fromarray(np.round(sixteen_bit / 257.0).clip(0, 255).astype(np.uint8))
     if pil.mode == "P" and "transparency" in pil.info:
         pil = pil.convert("RGBA")
     if pil.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
