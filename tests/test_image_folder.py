@@ -288,3 +288,39 @@ def test_mistyped_dataset_name_lists_what_exists(tmp_path):
     for expected in ("'image_foldr'", "vqjax_photos", "vqjax_digits", "image_folder",
                      "--config.dataset.data_dir", "tfds build", "imagenet2012"):
         assert expected in message, expected
+
+
+# --------------------------------------------------------------------------------------------
+# launch/prepare_data.py: the folder as tfds array_record files
+# --------------------------------------------------------------------------------------------
+
+
+def test_prepare_data_writes_a_tfds_dataset_the_pipeline_reads(image_dir, tmp_path, capsys):
+    from launch import prepare_data
+
+    (image_dir / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 broken")
+    args = ["--from=image_folder", f"--data_dir={image_dir}", f"--out={tmp_path / 'tfds'}",
+            "--image_size=22", "--workers=1"]
+    result = prepare_data.main(args)
+    out = capsys.readouterr().out
+    assert result["name"] == "images/22" and result["splits"] == {"train": 15, "validation": 6}
+    assert "broken.jpg" in out and "--config.dataset.name=images/22" in out
+
+    source = data.make_source("images/22", "train", str(tmp_path / "tfds"))
+    assert len(source) == 15
+    original_sides = []
+    for path in (image_dir / "train").rglob("*"):
+        if path.suffix.lower() in folder.IMAGE_EXTENSIONS and path.name != "broken.jpg":
+            with Image.open(path) as pil:
+                original_sides.append(min(pil.size))
+    exported_sides = [min(source[i]["image"].shape[:2]) for i in range(len(source))]
+    assert all(source[i]["image"].shape[-1] == 3 for i in range(len(source)))
+    # the shorter side resized down to 22; smaller images kept as they are (never upscaled)
+    assert sorted(exported_sides) == sorted(min(side, 22) for side in original_sides)
+    assert source.dataset_info.features["label"].names == list(CLASSES)
+
+    it = data.input_pipeline("images/22", "train", 5, 16, 0, process_index=0, process_count=1,
+                             data_dir=str(tmp_path / "tfds"))
+    assert next(it)["image"].shape == (5, 16, 16, 3) and it.info.class_names == CLASSES
+    with pytest.raises(SystemExit, match="already holds"):
+        prepare_data.main(args)  # nothing already written is replaced
