@@ -324,3 +324,27 @@ def test_prepare_data_writes_a_tfds_dataset_the_pipeline_reads(image_dir, tmp_pa
     assert next(it)["image"].shape == (5, 16, 16, 3) and it.info.class_names == CLASSES
     with pytest.raises(SystemExit, match="already holds"):
         prepare_data.main(args)  # nothing already written is replaced
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: a tokenizer trains on an image folder
+# --------------------------------------------------------------------------------------------
+
+
+def test_tokenizer_trains_on_an_image_folder(image_dir, tmp_path):
+    from tests.train_utils import micro_config, read_metrics
+    from vqjax.train import run
+
+    (image_dir / "train" / "dog" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    config = micro_config(image_dir, **{
+        "dataset.name": "image_folder", "total_steps": 2, "log_every_steps": 2,
+        "checkpoint_every_steps": 2, "eval_every_steps": 2, "image_every_steps": 100,
+        "batch_size": 16, "eval_examples": 6})
+    config.lock()  # as launch.train's config flag
+    run(config, str(tmp_path / "run"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["dataset"]["class_names"] == list(CLASSES)  # label id -> class folder
+    last = read_metrics(tmp_path / "run")
+    train = [m for m in last if "loss/loss" in m][-1]
+    assert train["data/skipped_examples"] == 2  # 16 files, batches of 16: one pass per step
+    assert any("eval/psnr" in m and m["eval/examples"] == 6 for m in last)
