@@ -192,3 +192,35 @@ def test_evaluate_a_maskgit_run(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not a MaskGIT run"):  # a tokenizer run
         evaluate.evaluate_maskgit(evaluate.find_run(tokenizer), evaluate.EvalOptions(), None,
                                   "random")
+
+    # Weights without the classifier (the TF graph's pool3 path, as `make fid-weights` makes):
+    # said at the start, FID computed, no Inception Score.
+    import jax
+
+    from vqjax.evaluation import inception as inception_lib
+
+    pool3_only = {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in
+                  jax.tree_util.tree_leaves_with_path(inception_lib.init_inception_params(0))
+                  if path[0].key != "fc"}
+    pool3_only.update({"input_scaling/scale": np.float32(127.5 / 128),
+                       "input_scaling/offset": np.float32(-0.5 / 128)})
+    np.savez(tmp_path / "pool3.npz", **pool3_only)
+    messages = []
+    monkeypatch.setattr(evaluate.log, "warning", lambda msg, *a: messages.append(msg % a))
+    results = evaluate.evaluate(workdir, evaluate.EvalOptions(
+        inception_weights=str(tmp_path / "pool3.npz"), progress=False, **flags))
+    assert messages and "Inception Score unavailable" in messages[0]
+    assert math.isfinite(results["fid"]) and "inception_score" not in results
+    assert "no classifier" in results["inception_score_skipped"]
+    assert results["reference_stats"].endswith("_8_inception-pool3.npz")
+
+    # No weights at all: the samples' codebook usage only, FID and IS reported skipped.
+    monkeypatch.setattr(inception_lib, "DEFAULT_WEIGHTS_PATH", tmp_path / "none" / "a.npz")
+    monkeypatch.setattr(inception_lib, "DEFAULT_POOL3_WEIGHTS_PATH", tmp_path / "none" / "b.npz")
+    monkeypatch.delenv(inception_lib.WEIGHTS_ENV, raising=False)
+    messages.clear()
+    results = evaluate.evaluate(workdir, evaluate.EvalOptions(progress=False, **flags))
+    assert "make fid-weights" in results["fid_skipped"] and "fid" not in results
+    assert "inception_score" not in results and results["inception_weights"] == "none"
+    assert results["examples"] == 10 and 0 < results["usage"] <= 1
+    assert any("rFID/FID skipped" in m for m in messages)
