@@ -99,6 +99,12 @@ def test_class_names_are_stored_in_the_config(image_dir):
     assert list(config.class_names) == list(CLASSES)
     assert json.loads(json.dumps(config.to_dict()))["class_names"] == list(CLASSES)
 
+    flat_only = ml_collections.ConfigDict(
+        {"name": "image_folder", "data_dir": str(image_dir), "eval_split": "test"})
+    with pytest.raises(data.DatasetNotFoundError, match="eval_every_steps=0"):
+        data.record_class_names(flat_only, require_eval_split=True)
+    data.record_class_names(flat_only)  # no evaluation: no eval split needed
+
 
 def test_flat_folder_is_unlabelled(tmp_path):
     rng = np.random.default_rng(1)
@@ -288,6 +294,9 @@ def test_mistyped_dataset_name_lists_what_exists(tmp_path):
     for expected in ("'image_foldr'", "vqjax_photos", "vqjax_digits", "image_folder",
                      "--config.dataset.data_dir", "tfds build", "imagenet2012"):
         assert expected in message, expected
+    assert "Did you mean image_folder?" in message
+    with pytest.raises(data.DatasetNotFoundError, match="Did you mean imagenet2012"):
+        data.make_source("imagenet2021", "train", data_dir=str(tmp_path))
 
 
 # --------------------------------------------------------------------------------------------

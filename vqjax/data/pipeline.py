@@ -69,10 +69,24 @@ def _how_to_prepare(name: str, data_dir: str) -> str:
     return "\n  ".join(lines)
 
 
+def _close_names(name: str) -> list[str]:
+    """Known dataset names that look like `name` (a typo's likely intent)."""
+    import difflib
+
+    try:
+        known = list(tfds.core.registered.list_imported_builders())
+    except Exception:  # noqa: BLE001 - suggestions are a courtesy
+        known = []
+    known += [*builtin.BUILTIN_DATASETS, folder.NAME]
+    return difflib.get_close_matches(name.split("/")[0].split(":")[0], known, n=3, cutoff=0.7)
+
+
 def _unknown_dataset_message(name: str, data_dir: str) -> str:
+    close = _close_names(name)
     return "\n  ".join([
         f"Dataset {name!r} is unknown: not a built-in dataset, not image_folder, not a tfds "
-        f"name, and not prepared in data_dir {data_dir!r}.",
+        f"name, and not prepared in data_dir {data_dir!r}."
+        + (f" Did you mean {' or '.join(close)}?" if close else ""),
         f"Built-in (offline, built on first use): {', '.join(sorted(builtin.BUILTIN_DATASETS))}"
         " (e.g. vqjax_photos/128).",
         "Your own images: --config.dataset.name=image_folder --config.dataset.data_dir=DIR "
@@ -669,13 +683,26 @@ def input_pipeline(
     )
 
 
-def record_class_names(dataset_config) -> None:
+def record_class_names(dataset_config, *, require_eval_split: bool = False) -> None:
     """For an image folder, store its class names (label id -> class folder name, sorted) in
     `dataset_config.class_names`, so that the run's saved config names its labels (sampling,
-    notebooks). Other datasets are left unchanged (tfds keeps the names in its dataset_info)."""
+    notebooks). Other datasets are left unchanged (tfds keeps the names in its dataset_info).
+
+    Run before training: a folder without train/ or without images fails here, listing what it
+    holds; with `require_eval_split`, so does one without the eval split (not after the first
+    training steps, at the first evaluation).
+    """
     if not folder.is_image_folder(dataset_config.name):
         return
     source = folder.ImageFolderSource(dataset_config.data_dir,
                                       dataset_config.get("train_split", "train"))
+    eval_split = dataset_config.get("eval_split", "validation")
+    if require_eval_split:
+        try:
+            folder.split_directory(dataset_config.data_dir, eval_split)
+        except folder.ImageFolderError as error:
+            raise folder.ImageFolderError(
+                f"{error}\n  (the run evaluates on it every config.eval_every_steps: add the "
+                "folder, or set --config.eval_every_steps=0)") from None
     with dataset_config.unlocked():
         dataset_config.class_names = list(source.class_names)

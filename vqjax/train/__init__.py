@@ -20,7 +20,9 @@ def run(config, workdir: str):
     if config.get("dataset") is not None:
         from vqjax.data import record_class_names
 
-        record_class_names(config.dataset)  # image folders: label names into the saved config
+        # image folders: label names into the saved config; a bad folder fails before training
+        record_class_names(config.dataset,
+                           require_eval_split=config.get("eval_every_steps", 0) > 0)
     if config.trainer == "tokenizer":
         from vqjax.train.tokenizer import train_and_evaluate
 
