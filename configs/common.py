@@ -11,6 +11,8 @@ import dataclasses
 
 import ml_collections
 
+from vqjax.train.config import quantizer_options  # noqa: F401 (re-exported for configs)
+
 
 def parse_arg(arg: str | None, sizes: tuple[str, ...], **defaults) -> ml_collections.ConfigDict:
     """"S,res=256" -> {size: "S", res: 256, ...defaults}; values are cast to the default's type."""
@@ -52,17 +54,6 @@ def quantizer_config(name: str, **per_quantizer) -> ml_collections.ConfigDict:
     for key, values in per_quantizer.items():
         blocks[key].update(values)
     return ml_collections.ConfigDict({"name": name, **blocks})
-
-
-def quantizer_options(config: ml_collections.ConfigDict) -> tuple[str, dict]:
-    """(name, options) for `quantizers.build` from a `quantizer_config` block."""
-    name = config.name
-    if name not in config:
-        raise ValueError(f"config.quantizer.name={name!r} has no option block config.quantizer.{name}")
-    options = dict(config[name].to_dict())
-    if options.get("codebook_dim") == 0:  # 0 = no factorized lookup (ConfigDict fields need a type)
-        options.pop("codebook_dim")
-    return name, {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
 def loss_config(preset: str, **overrides) -> ml_collections.ConfigDict:

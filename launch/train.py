@@ -38,6 +38,11 @@ def main(argv) -> None:
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].device_kind)
     run(_CONFIG.value, _WORKDIR.value)
+    if jax.process_index() == 0:
+        from vqjax.paths import resolve
+        from vqjax.train.summary import run_summary
+
+        print(run_summary(resolve(_WORKDIR.value)), flush=True)
 
 
 if __name__ == "__main__":

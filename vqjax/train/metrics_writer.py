@@ -33,6 +33,70 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> 
     return grid
 
 
+def upscale(grid: np.ndarray, min_width: int = 512) -> np.ndarray:
+    """Nearest-neighbour upscaling by the smallest integer factor that makes the grid at least
+    `min_width` pixels wide (32 px crops stay sharp pixels, not a blur)."""
+    factor = max(1, -(-min_width // grid.shape[1]))
+    return np.repeat(np.repeat(grid, factor, axis=0), factor, axis=1)
+
+
+def add_caption(grid: np.ndarray, text: str, height: int | None = None) -> np.ndarray:
+    """`grid` with a white caption row above it that says what is shown."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rgb = np.repeat(grid, 3, axis=-1) if grid.shape[-1] == 1 else grid
+    width = rgb.shape[1]
+    font_size = int(np.clip(width // 48, 12, 28))
+    try:
+        font = ImageFont.load_default(size=font_size)
+    except TypeError:  # pragma: no cover - Pillow < 10.1: fixed bitmap font
+        font = ImageFont.load_default()
+    # Wrap the text to the grid's width.
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width - 2 * font_size // 2:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    lines.append(line)
+    line_height = int(font_size * 1.3)
+    height = height or line_height * len(lines) + font_size // 2
+    caption = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(caption)
+    for i, text_line in enumerate(lines):
+        draw.text((font_size // 2, font_size // 4 + i * line_height), text_line, fill=(0, 0, 0),
+                  font=font)
+    return np.concatenate([np.asarray(caption), rgb], axis=0)
+
+
+def figure(grid: np.ndarray, caption: str, min_width: int = 512) -> np.ndarray:
+    """A grid made for people: upscaled to >= `min_width` px across, with a caption row."""
+    return add_caption(upscale(grid, min_width), caption)
+
+
+def comparison_grid(inputs: np.ndarray, outputs: np.ndarray, pairs_per_row: int = 4,
+                    pad: int = 2) -> np.ndarray:
+    """[N, H, W, C] inputs and outputs in [-1, 1] -> a uint8 grid of (input, output) pairs side
+    by side, `pairs_per_row` pairs a row, with a wider gap between pairs than inside one."""
+    inputs, outputs = np.asarray(inputs, np.float32), np.asarray(outputs, np.float32)
+    n, h, w, c = inputs.shape
+    rows = int(math.ceil(n / pairs_per_row))
+    gap = 3 * pad
+    pair_width = 2 * w + pad
+    grid = np.full((rows * (h + pad) + pad, pairs_per_row * (pair_width + gap) - gap + 2 * pad, c),
+                   255, np.uint8)
+    to_uint8 = lambda x: np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)  # noqa: E731
+    for i in range(n):
+        r, col = divmod(i, pairs_per_row)
+        y, x = pad + r * (h + pad), pad + col * (pair_width + gap)
+        grid[y:y + h, x:x + w] = to_uint8(inputs[i])
+        grid[y:y + h, x + w + pad:x + pair_width] = to_uint8(outputs[i])
+    return grid
+
+
 def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
     from PIL import Image
 

@@ -23,7 +23,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from configs.common import quantizer_options
 from vqjax import data as data_lib
 from vqjax.losses import adversarial, perceptual, reconstruction
 from vqjax.losses.total import LossConfig, discriminator_loss, generator_loss
@@ -31,6 +30,7 @@ from vqjax.models import discriminator as disc_lib
 from vqjax.models import vit_vqgan, vqgan
 from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
 from vqjax.train import mesh as mesh_lib
+from vqjax.train.config import quantizer_options
 from vqjax.train import metrics_writer
 from vqjax.train import loop
 from vqjax.train.loop import NonFiniteError, config_to_dict, to_host  # noqa: F401 (re-exported)
@@ -290,12 +290,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     preview = jax.jit(trainer.preview, out_shardings=replicated)
     eval_sums = jax.jit(trainer.eval_sums, out_shardings=replicated)
 
+    preview_images = {}
+
     def write_reconstructions(step, state, batch, writer):
+        # The same eval images every time (the first of the eval split), so that grids from
+        # successive steps compare; the training batch if the eval split cannot be read.
+        if "image" not in preview_images:
+            eval_images = first_eval_images(config, mesh)
+            preview_images["image"] = batch["image"] if eval_images is None else eval_images
         images, recon = loop.to_host(preview(state.ema_params, state.quantizer_state,
-                                             batch["image"]))
-        pairs = np.stack([images, recon], axis=1)
-        writer.write_images(step, "reconstructions", metrics_writer.image_grid(
-            pairs.reshape(-1, *pairs.shape[2:]), columns=4))
+                                             preview_images["image"]))
+        grid = metrics_writer.comparison_grid(images, recon, pairs_per_row=4)
+        caption = (f"step {step}: {ds.name}/{ds.eval_split} images (left of each pair) and their "
+                   f"reconstructions (right), {ds.image_size} px, EMA params")
+        writer.write_images(step, "reconstructions", metrics_writer.figure(grid, caption))
 
     hooks = [loop.Hook(config.image_every_steps, write_reconstructions),
              loop.Hook(config.eval_every_steps,
@@ -310,6 +318,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         hooks=hooks,
         progress_fields={"loss": "loss/loss", "img_s": "perf/images_per_s",
                          "usage": "quantizer/usage"})
+
+
+def first_eval_images(config, mesh, count: int = 8):
+    """The first eval images as one global batch (a multiple of the device count), or None."""
+    ds = config.dataset
+
+    def make_iterator(batch_size):
+        return data_lib.input_pipeline(
+            ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
+            seed=config.seed, process_index=jax.process_index(),
+            process_count=jax.process_count(), train=False, data_dir=ds.data_dir or None)
+
+    preview_config = ml_collections.ConfigDict(
+        {"batch_size": max(count, mesh.size) // mesh.size * mesh.size, "eval_examples": count})
+    batches = loop.eval_batches(make_iterator, preview_config, mesh, ("image",))
+    try:
+        return next(batches)[1]["image"]
+    except (StopIteration, FileNotFoundError, ValueError) as e:
+        log.warning("no eval images for the reconstruction grids (%s); using training crops", e)
+        return None
+    finally:
+        batches.close()
 
 
 def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> dict:
