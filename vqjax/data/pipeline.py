@@ -175,7 +175,7 @@ def pil_to_rgb(pil: Image.Image, background: tuple[int, int, int] = (255, 255, 2
     bits, and transparency (RGBA, LA, palette with a transparent colour) composited over
     `background` (white), so that transparent pixels do not show whatever colour they store.
     """
-    pil = ImageOps.exif_transpose(pil)
+    ImageOps.exif_transpose(pil, in_place=True)  # (a copy otherwise, even when upright)
     if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
         sixteen_bit = np.asarray(pil, np.float64)  # 0..65535 (PNG's 16-bit greyscale)
         pil = Image.fromarray(np.round(sixteen_bit / 257.0).clip(0, 255).astype(np.uint8))
