@@ -107,7 +107,7 @@ class FileList:
 
     root: str
     files: np.ndarray  # bytes [N], relative paths, sorted
-    class_of_file: np.ndarray  # int32 [N], index into `folders_with_images`, -1 when flat
+    class_of_file: np.ndarray  # int32 [N], index into `class_folders`, -1 when flat
     class_folders: tuple[str, ...]  # sorted top-level folders holding images (empty: flat)
     directories: np.ndarray  # bytes [D], relative paths of every folder walked ("" = root)
     mtimes: np.ndarray  # int64 [D], st_mtime_ns of each
