@@ -100,24 +100,32 @@ def _megabytes(count: int) -> str:
     return f"{count / 2**20:.1f} MB ({count} bytes)"
 
 
-def short_reason(error: BaseException, limit: int = 300) -> str:
-    """The most specific line of an Orbax/TensorStore error chain: the innermost message that
-    names a file or an OS error, else the first line."""
-    messages = []
-    seen = set()
+def short_reason(error: BaseException, limit: int = 400) -> str:
+    """One line saying what went wrong in an Orbax/TensorStore error chain: the OS error and the
+    array and folder it hit when the chain names them, else the first line of the message."""
+    messages, seen = [], set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         messages.append(str(error))
         error = error.__cause__ or error.__context__
     text = "\n".join(messages)
-    patterns = (r"[A-Z_]+: Error (?:reading|writing) [^\n]*?(?:\]|\.|$)(?=\'\)|\n|$)",
-                r"\[Errno \d+\][^\n'\"]*", r"Failed to write [^\n]*?\[os_error_code='\d+'\]",
-                r"[^\n]*(?:not found|No such file)[^\n]*")
-    for pattern in patterns:
-        found = re.findall(pattern, text)
-        if found:
-            return found[-1].strip()[:limit]
-    return (messages[0].strip().splitlines() or [type(error).__name__])[0][:limit]
+    os_error = (re.search(r"([A-Za-z][^:\[\n\"]*?) \[os_error_code='(\d+)'\]", text)
+                or re.search(r"\[Errno (\d+)\] ([^\n'\"]+)", text))
+    access = re.search(r'Error (reading|writing) "([^"]+)" in OCDBT database at local file '
+                       r'"([^"]+)": ?([^\n]*)', text)
+    if os_error is not None:
+        reason, code = (os_error.group(1), os_error.group(2)) if "os_error_code" in \
+            os_error.group(0) else (os_error.group(2), os_error.group(1))
+        reason = f"{reason.strip()} (errno {code})"
+        if access is not None:
+            reason += f" {access.group(1)} {access.group(2)} in {access.group(3)}"
+    elif access is not None:
+        detail = access.group(4).strip().rstrip("')")
+        reason = f"{detail} ({access.group(1)} {access.group(2)} in {access.group(3)})"
+    else:
+        found = re.search(r"[^\n]*(?:not found|No such file)[^\n]*", text)
+        reason = found.group(0) if found else (messages[0].strip().splitlines() or [""])[0]
+    return " ".join(reason.split())[:limit]
 
 
 class _OrbaxErrorsToFile(logging.Filter):

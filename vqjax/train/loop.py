@@ -333,6 +333,8 @@ def train_loop(
     try:
         done = finished_step(checkpointer, config.total_steps, resume)
         if done is not None:
+            validate.check_same_model(checkpointer.restore_config(done), config_dict,
+                                      workdir=workdir)
             announce(f"run already finished at step {done} (checkpoint "
                      f"{checkpointer.step_path(done)}); nothing to do. Raise "
                      "--config.total_steps to train on")

@@ -187,16 +187,21 @@ def resume_changes(saved: Mapping, current: Mapping) -> tuple[list[str], list[st
     return safe, refused, model
 
 
+def check_same_model(saved: Mapping, current: Mapping, *, workdir: str) -> None:
+    """Raises ConfigError in one line naming both when `workdir` holds a different model."""
+    if resume_changes(saved, current)[2]:
+        raise ConfigError(
+            f"{workdir} holds a {model_summary(flatten(saved))} run, but the config is a "
+            f"{model_summary(flatten(current))}: use another --workdir for a different model")
+
+
 def check_resume_config(saved: Mapping, current: Mapping, *, workdir: str, step: int,
                         accept_changes: bool = False) -> list[str]:
     """The safe changes (to print) of resuming checkpoint `step` of `workdir` with `current`.
     Raises ConfigError: in one line when the workdir holds a different model; with the fields
     named when others would change the model or the data stream (unless `accept_changes`)."""
-    safe, refused, model = resume_changes(saved, current)
-    if model:
-        raise ConfigError(
-            f"{workdir} holds a {model_summary(flatten(saved))} run, but the config is a "
-            f"{model_summary(flatten(current))}: use another --workdir for a different model")
+    check_same_model(saved, current, workdir=workdir)
+    safe, refused, _ = resume_changes(saved, current)
     if refused and not accept_changes:
         raise ConfigError(
             f"the config differs from the one checkpoint {step} in {workdir} was trained with, "
