@@ -167,7 +167,6 @@ class Checkpointer:
             policies = ocp.checkpoint_managers
             options = ocp.CheckpointManagerOptions(
                 create=True,
-                cleanup_tmp_directories=True,  # partial folders of failed or killed saves
                 enable_async_checkpointing=async_save,
                 preservation_policy=policies.AnyPreservationPolicy([
                     policies.LatestN(n=max_to_keep), pinning.KeepPinned(self.workdir)]),
@@ -175,8 +174,20 @@ class Checkpointer:
             if not is_remote(self.workdir):
                 self._log_filter = _OrbaxErrorsToFile(Path(self.workdir) / ERROR_LOG)
                 logging.getLogger("absl").addFilter(self._log_filter)
+                self._remove_partial_saves()
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
         self._pending: tuple[int, int] | None = None  # (step, bytes needed) of the save in flight
+
+    def _remove_partial_saves(self) -> None:
+        """Deletes the temporary folders of saves that never completed (killed, aborted, disk
+        full): they hold no usable checkpoint and may fill the disk again. Orbax's own
+        `cleanup_tmp_directories` runs in the background and is not awaited by a run that ends
+        before its first save."""
+        if jax.process_index() == 0 and Path(self.directory).is_dir():
+            for path in Path(self.directory).glob("*.orbax-checkpoint-tmp*"):
+                log.warning("removing %s, the partial folder of a save that did not finish", path)
+                shutil.rmtree(path, ignore_errors=True)
+        _sync("vqjax.checkpoint.remove_partial_saves")
 
     # -- what is there -------------------------------------------------------------------------
     def latest_step(self) -> int | None:
@@ -299,9 +310,10 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return dict(restored["config"])
 
-    def newest_config(self) -> tuple[int, dict] | None:
-        """(step, config) of the newest checkpoint whose config reads back; None if none does."""
-        for step in reversed(self.all_steps()):
+    def newest_config(self, step: int | None = None) -> tuple[int, dict] | None:
+        """(step, config) of the newest checkpoint whose config reads back (or of `step` only);
+        None if none does."""
+        for step in reversed(self.all_steps()) if step is None else [step]:
             try:
                 return step, self.restore_config(step)
             except Exception:  # damaged: restore_with_fallback reports it
@@ -345,6 +357,12 @@ class Checkpointer:
             aside = self.move_aside(bad, "damaged")
             log.warning("checkpoint %d cannot be restored (%s); moved it to %s and resumed from "
                         "checkpoint %d", bad, why, aside, candidate)
+        for older in [s for s in steps if s < candidate and self.missing_files(s)]:
+            # e.g. half deleted by the keep policy when a run was killed or aborted
+            aside = self.move_aside(older, "incomplete")
+            log.warning("checkpoint %d is incomplete (%s missing); moved it to %s", older,
+                        self.missing_files(older) if self.step_path(older).exists() else
+                        "all files", aside)
         if step is not None:
             for later in [s for s in steps if s > step]:
                 aside = self.move_aside(later, f"after_{step}")

@@ -341,9 +341,7 @@ def train_loop(
             checkpointer.close()
             return {}
         if checkpointer.all_steps():
-            saved = (checkpointer.newest_config() if resume.step is None else
-                     (resume.step, checkpointer.restore_config(resume.step))
-                     if resume.step in checkpointer.all_steps() else None)
+            saved = checkpointer.newest_config(resume.step)
             changes = []
             if saved is not None:
                 changes = validate.check_resume_config(
