@@ -80,15 +80,17 @@ def _leaf_sums(x, xp) -> tuple:
     return tuple(sums)
 
 
-def params_hash(variables: Any) -> str:
+def params_hash(variables: Any, on_devices: bool | None = None) -> str:
     """16 hex digits hashing every leaf of `variables` (its path, shape, dtype and bits). Jax
-    arrays are hashed on their devices when not fully addressable (multi-host), on the host
-    otherwise; both give the same digits."""
+    arrays are hashed on their devices when not fully addressable (multi-host; or
+    `on_devices=True`), on the host otherwise; both give the same digits."""
     leaves = sorted(((jax.tree_util.keystr(path), leaf) for path, leaf in
                      jax.tree_util.tree_leaves_with_path(variables)), key=lambda kv: kv[0])
     digest = hashlib.sha256()
-    on_host = all(not isinstance(x, jax.Array) or x.is_fully_addressable for _, x in leaves)
-    if on_host:
+    if on_devices is None:
+        on_devices = not all(not isinstance(x, jax.Array) or x.is_fully_addressable
+                             for _, x in leaves)
+    if not on_devices:
         sums = [_leaf_sums(np.asarray(x), np) for _, x in leaves]
     else:
         import jax.numpy as jnp
