@@ -5,7 +5,6 @@ command-line cases share one scenario of three `launch.train` processes on one C
 
 import json
 import logging
-import os
 import resource
 import shutil
 import signal
@@ -16,9 +15,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import pytest
 
 from configs import vqgan
