@@ -8,8 +8,9 @@ r"""MaskGIT (Chang et al. 2022) over the tokens of a trained vqjax tokenizer.
 
 Variants: a size (tiny, S, B, L), `dataset=NAME` (tiny: the labelled built-in `vqjax_digits`),
 `res=PIXELS` (0: the tokenizer's training resolution). `--config.tokenizer_workdir` is required:
-the tokenizer (config, EMA params, quantizer state) is restored from its latest checkpoint and the
-MaskGIT is sized for its quantizer (`maskgit.for_quantizer`). Tokens are encoded on the fly inside
+the tokenizer (config, EMA params, quantizer state) is restored from its latest checkpoint, or
+`--config.tokenizer_step`, and the run stays pinned to that checkpoint; the MaskGIT is sized for
+its quantizer (`maskgit.for_quantizer`). Tokens are encoded on the fly inside
 the step, or read from a pre-encoded dataset (what large runs use):
 
     python -m launch.encode_tokens --tokenizer_workdir=/tmp/tok_digits --out=/tmp/tokens_digits
@@ -46,6 +47,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = common.common(arg)  # dataset.image_size = res; 0: the tokenizer's resolution
     c.trainer = "maskgit"
     c.tokenizer_workdir = ""  # required: a tokenizer run's workdir (with a checkpoint)
+    # The tokenizer checkpoint this run uses, pinned at its start: -1 takes the tokenizer's latest
+    # and records its step here (saved with every checkpoint); resume, sampling and evaluation
+    # restore exactly that step and check the fingerprint (a hash of its config and variables,
+    # filled in automatically), refusing a checkpoint that is gone or differs. The tokenizer run
+    # keeps a pinned checkpoint past keep_checkpoints (a marker in <tokenizer_workdir>/pins/).
+    c.tokenizer_step = -1
+    c.tokenizer_fingerprint = ""
     c.tokens_dir = ""  # "": encode images on the fly; else a launch.encode_tokens dataset
     c.ema_decay = 0.999  # EMA of the params, used to sample and evaluate (0: the raw params)
     c.dataset.name = arg.dataset or ("vqjax_digits" if tiny else "imagenet2012")

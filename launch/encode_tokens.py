@@ -4,8 +4,8 @@ r"""Pre-encode a dataset into token indices with a trained tokenizer, for MaskGI
     python -m launch.train --config=configs/maskgit.py:tiny --workdir=/tmp/maskgit_digits \
         --config.tokenizer_workdir=/tmp/tok_digits --config.tokens_dir=/tmp/tokens_digits
 
-Restores the tokenizer's latest checkpoint (EMA params) onto all devices, encodes every image of
-the splits (center crop at the tokenizer's training resolution; with --flip, also its mirror
+Restores the tokenizer's latest checkpoint (or --tokenizer_step; EMA params) onto all devices,
+encodes every image of the splits (center crop at the tokenizer's training resolution; with --flip, also its mirror
 image), and writes array_record shards plus tokens_info.json (last: a dataset without it is
 incomplete) into --out. On a pod run it on every host like training (the same multi-process flags
 as launch.train: launch/distributed.py); each host writes the shard of the examples it encoded. See vqjax/data/tokens.py for the format.
@@ -30,6 +30,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 256, "Global batch size of the encod
 _FLIP = flags.DEFINE_bool("flip", True, "Also store the tokens of each mirrored image.")
 _LIMIT = flags.DEFINE_integer("limit", None, "Encode at most this many examples per split.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing token dataset.")
+_TOKENIZER_STEP = flags.DEFINE_integer("tokenizer_step", None, "Tokenizer checkpoint step "
+                                       "(default: the latest; a MaskGIT run needs its pinned one).")
 flags.mark_flags_as_required(["tokenizer_workdir", "out"])
 
 
@@ -46,7 +48,8 @@ def main(argv) -> None:
     info = maskgit.pre_encode(
         _TOKENIZER.value, _OUT.value, splits=tuple(_SPLITS.value), dataset=_DATASET.value,
         data_dir=_DATA_DIR.value, image_size=_IMAGE_SIZE.value, batch_size=_BATCH.value,
-        flip=_FLIP.value, overwrite=_OVERWRITE.value, limit=_LIMIT.value)
+        flip=_FLIP.value, overwrite=_OVERWRITE.value, limit=_LIMIT.value,
+        tokenizer_step=_TOKENIZER_STEP.value)
     if jax.process_index() == 0:
         counts = ", ".join(f"{s}: {e.get('num_examples', '?')}" for s, e in info["splits"].items())
         print(f"wrote {info['dataset']} tokens {tuple(info['token_shape'])} ({counts}) to "

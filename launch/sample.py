@@ -52,6 +52,10 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
     from vqjax.train import metrics_writer
     from vqjax.train.tokenizer import to_host
 
+    if num_per_label < 1:
+        raise ValueError(f"--num_per_label={num_per_label} must be >= 1")
+    if options.get("num_steps") is not None and options["num_steps"] < 1:
+        raise ValueError(f"--steps={options['num_steps']} must be >= 1 (decoding steps)")
     workdir, out = resolve(workdir), resolve(out)
     mesh = mesh_lib.make_mesh(devices=jax.local_devices())
     trainer, params, ckpt_step = maskgit_train.load_for_sampling(workdir, mesh, step)

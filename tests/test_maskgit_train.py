@@ -475,3 +475,112 @@ def test_bits_mode_trains_evaluates_and_samples_over_lfq(data_dir, tmp_path):
     assert tokens.shape == (3, 4, 4) and tokens.dtype == np.int32  # indices, groups combined
     assert tokens.min() >= 0 and tokens.max() < 64
     assert np.asarray(Image.open(out / "label_2.png")).shape[-1] == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# The tokenizer pin (issue 13)
+# ------------------------------------------------------------------------------------------------
+def _save_perturbed_tokenizer(tokenizer_workdir, from_step, to_step, delta, max_to_keep=3):
+    """Saves checkpoint `from_step` of a tokenizer run with every EMA param + `delta` as
+    `to_step`: what training on would do to the tokenizer."""
+    import jax
+    import ml_collections
+
+    from vqjax.train import checkpoint as ckpt_lib
+    from vqjax.train import mesh as mesh_lib
+    from vqjax.train.tokenizer import TokenizerTrainer
+
+    checkpointer = ckpt_lib.Checkpointer(tokenizer_workdir, max_to_keep=max_to_keep,
+                                         async_save=False)
+    config = ml_collections.ConfigDict(checkpointer.restore_config(from_step))
+    mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
+    abstract, shardings = TokenizerTrainer(config, mesh).state_shardings()
+    state, data_state, saved = checkpointer.restore(from_step,
+                                                    ckpt_lib.abstract_like(abstract, shardings))
+    state = state.replace(ema_params=jax.tree.map(lambda x: x + delta, state.ema_params),
+                          step=state.step * 0 + to_step)
+    checkpointer.save(to_step, state, data_state, saved)
+    checkpointer.close()
+
+
+def test_maskgit_is_pinned_to_its_tokenizer_checkpoint(maskgit_run, data_dir, tokenizer_workdir,
+                                                       tmp_path, monkeypatch):
+    """The tokenizer trains on (a new checkpoint 4); resuming (with a relative
+    tokenizer_workdir), sampling and restoring the MaskGIT run keep using tokenizer step 2; the
+    tokenizer run keeps step 2 past keep_checkpoints; a step 2 that is gone or differs is
+    refused naming it."""
+    import json
+    import shutil
+
+    import jax
+
+    from launch import sample as sample_cli
+    from vqjax.train import checkpoint as ckpt_lib
+    from vqjax.train import mesh as mesh_lib
+    from vqjax.train import pinning, run
+
+    tokenizer = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_workdir, tokenizer)
+    shutil.rmtree(tokenizer / "pins")  # the markers of the other tests' MaskGIT runs
+    _save_perturbed_tokenizer(tokenizer, 2, 4, 0.01)  # the tokenizer trained on
+    workdir = tmp_path / "maskgit"
+    shutil.copytree(maskgit_run[0], workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["tokenizer_step"] == 2 and saved["tokenizer_fingerprint"].startswith("config:")
+
+    monkeypatch.chdir(tmp_path)  # relative paths, as typed on a command line
+    config = maskgit_micro(data_dir, "tokenizer", total_steps=5, image_every_steps=0,
+                           eval_every_steps=0, log_every_steps=1, **{"mesh.num_devices": 1})
+    run(config, "maskgit")
+    checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
+    resumed = checkpointer.restore_config(5)
+    checkpointer.close()
+    assert resumed["tokenizer_step"] == 2  # not the tokenizer's latest (4)
+    assert resumed["tokenizer_fingerprint"] == saved["tokenizer_fingerprint"]
+    assert resumed["tokenizer_workdir"] == str(tokenizer)
+    markers = [json.loads(p.read_text()) for p in (tokenizer / "pins").glob("*.json")]
+    assert markers == [{"step": 2, "fingerprint": saved["tokenizer_fingerprint"],
+                        "workdir": str(workdir)}]
+    result = sample_cli.sample("maskgit", "samples", labels=[3], num_per_label=1, num_steps=2)
+    assert result["step"] == 5 and (tmp_path / "samples" / "label_3.png").exists()
+    mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
+    trainer, _, _ = maskgit_train.load_for_sampling("maskgit", mesh)
+    assert trainer.tokenizer.step == 2
+    assert trainer.tokenizer.fingerprint == saved["tokenizer_fingerprint"]
+
+    # The tokenizer trains on with keep_checkpoints=1: the pinned step 2 stays.
+    _save_perturbed_tokenizer(tokenizer, 2, 6, 0.02, max_to_keep=1)
+    assert sorted(int(p.name) for p in (tokenizer / "checkpoints").iterdir()) == [2, 6]
+
+    # Gone, then replaced by other params under the same step: refused, naming the step.
+    shutil.move(tokenizer / "checkpoints" / "2", tmp_path / "tokenizer_2")
+    with pytest.raises(pinning.TokenizerPinError, match=r"pinned to tokenizer checkpoint 2 of "
+                                                        rf"{tokenizer}, which is gone"):
+        maskgit_train.load_for_sampling("maskgit", mesh)
+    shutil.copytree(tokenizer / "checkpoints" / "6", tokenizer / "checkpoints" / "2")
+    with pytest.raises(pinning.TokenizerPinError, match=r"tokenizer checkpoint 2 of .* is not "
+                                                        r"the one .*params hash"):
+        maskgit_train.load_for_sampling("maskgit", mesh)
+    with pytest.raises(pinning.TokenizerPinError, match="params hash"):
+        run(maskgit_micro(data_dir, "tokenizer", total_steps=6, **{"mesh.num_devices": 1}),
+            "maskgit")
+
+
+def test_tokenizer_fingerprint_is_the_same_on_host_and_devices(tokenizer_workdir):
+    """params_hash gives the same digits whether it hashes on the host or, as on a pod where no
+    process sees every shard, on the devices; and any changed bit changes them."""
+    import jax
+    import numpy as np
+
+    from vqjax.train import mesh as mesh_lib
+    from vqjax.train import pinning
+
+    mesh = mesh_lib.make_mesh()
+    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    host = pinning.params_hash(jax.device_get(tokenizer.variables))
+    assert pinning.params_hash(tokenizer.variables) == host
+    assert pinning.params_hash(tokenizer.variables, on_devices=True) == host
+    flipped = jax.tree.map(np.array, jax.device_get(tokenizer.variables))  # writable copies
+    leaf = jax.tree.leaves(flipped)[0]
+    leaf.reshape(-1).view(np.uint32)[0] ^= 1
+    assert pinning.params_hash(flipped) != host

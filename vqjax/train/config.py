@@ -10,7 +10,9 @@ def quantizer_options(config: ml_collections.ConfigDict) -> tuple[str, dict]:
     """(name, options) for `quantizers.build` from a `quantizer_config` block."""
     name = config.name
     if name not in config:
-        raise ValueError(f"config.quantizer.name={name!r} has no option block config.quantizer.{name}")
+        choices = ", ".join(sorted(k for k in config if k != "name"))
+        raise ValueError(f"config.quantizer.name={name!r} has no option block "
+                         f"config.quantizer.{name}; choose one of {choices}")
     options = dict(config[name].to_dict())
     if options.get("codebook_dim") == 0:  # 0 = no factorized lookup (ConfigDict fields need a type)
         options.pop("codebook_dim")

@@ -5,10 +5,20 @@ A trainer supplies the pure pieces (its state's abstract value and shardings, `i
 compiled `step_fn(state, batch) -> (state, metrics)`) and periodic hooks (images, eval); `train_loop`
 drives them. The loop owns everything that makes a run resumable and observable:
 
-- state is restored from the latest complete checkpoint onto the current mesh (any device count),
-  with the input iterator's position, or created sharded with `jax.jit(init_state)`;
-- checkpoints every `checkpoint_every_steps` and at the end (Orbax, async, atomic); SIGTERM (a
-  preempted TPU VM, `scancel`) finishes the current step, saves, and returns;
+- the config is checked first (`validate.check_config`: every bad field named, before anything
+  is compiled or written);
+- state is restored from the newest checkpoint that restores whole (a damaged one is moved to
+  checkpoints_aside/ with a warning; `Resume(step=N)` picks one) onto the current mesh (any
+  device count), with the input iterator's position, or created sharded with
+  `jax.jit(init_state)`. Before that the saved config is compared with this one
+  (`validate.check_resume_config`): another model is refused in one line, changes to the model or
+  the data stream are refused with the fields named, safe ones are printed. A run already at
+  total_steps returns at once, without compiling. One line on stdout says which happened;
+- metrics logged after the restored step (by a run killed before its next checkpoint) are
+  rewound, so metrics.jsonl and TensorBoard read as one run;
+- checkpoints every `checkpoint_every_steps` (0: only at the end and on interrupt) and at the end
+  (Orbax, async, atomic, free space checked first); SIGTERM (a preempted TPU VM, `scancel`) and
+  Ctrl-C finish the current step, save, and stop; a second Ctrl-C aborts that save;
 - every `log_every_steps`: metrics to metrics.jsonl / TensorBoard / the progress bar, with
   steps/s, images/s and MFU; `nonfinite="error"` stops on a non-finite step with a clear error.
 """
@@ -19,9 +29,12 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,7 +45,7 @@ import optax
 
 from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
-from vqjax.train import metrics_writer, perf
+from vqjax.train import metrics_writer, perf, validate
 
 log = logging.getLogger("vqjax.train")
 
@@ -48,6 +61,8 @@ def make_mesh(config) -> jax.sharding.Mesh:
     """The ("data", "fsdp") mesh of config.mesh (over the first mesh.num_devices devices, or all)."""
     devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
     mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
+    if config.batch_size < 1:
+        raise validate.ConfigError(f"config.batch_size={config.batch_size} must be >= 1")
     if config.batch_size % mesh.size:
         raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
                          f"{mesh.size} devices of the mesh")
@@ -68,7 +83,8 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
         return optax.warmup_cosine_decay_schedule(
             0.0, opt.lr, max(opt.warmup_steps, 1), max(total_steps, opt.warmup_steps + 1),
             end_value=opt.lr * 0.01)
-    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; choose constant or cosine")
+    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; choose one of "
+                     f"{', '.join(validate.LR_SCHEDULES)}")
 
 
 def build_optimizer(opt, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -78,7 +94,8 @@ def build_optimizer(opt, total_steps: int) -> tuple[optax.GradientTransformation
     elif opt.name == "lion":
         tx = optax.lion(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
     else:
-        raise ValueError(f"config.optimizer.name={opt.name!r}; choose adam or lion")
+        raise ValueError(f"config.optimizer.name={opt.name!r}; choose one of "
+                         f"{', '.join(validate.OPTIMIZERS)}")
     if opt.grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
     return tx, schedule
@@ -218,6 +235,70 @@ class Hook:
         return bool(self.every) and (step % self.every == 0 or step == total_steps)
 
 
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """How a run resumes. `step`: restore this checkpoint (`launch.train --step=N`; the later
+    ones are moved to checkpoints_aside/) instead of the newest one that restores whole.
+    `accept_config_changes`: continue even with changes to fields that change the model or the
+    data stream (printed), instead of refusing them."""
+    step: int | None = None
+    accept_config_changes: bool = False
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the run after the current step; the checkpoint is saved."""
+
+
+class SaveAborted(KeyboardInterrupt):
+    """A second Ctrl-C arrived before the interrupt's checkpoint was written; it was abandoned
+    (Orbax writes into a temporary folder, so the earlier checkpoints are untouched)."""
+
+
+class _StopSignals:
+    """SIGTERM (preemption, `scancel`) and SIGINT (Ctrl-C) ask for a checkpoint after the current
+    step; a second SIGINT aborts at once. Installed only in the main thread (signal handlers
+    cannot be set elsewhere), and restored on exit."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+            again = " (press Ctrl-C again to abort without saving)" \
+                if signum == signal.SIGINT else ""
+            # os.write, not logging: a handler may run while the logging lock is held.
+            os.write(2, f"\n{signal.Signals(signum).name}: saving a checkpoint after the current "
+                        f"step, then stopping{again}\n".encode())
+        elif signum == signal.SIGINT:
+            raise SaveAborted("second Ctrl-C: stopped without saving")
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def announce(message: str) -> None:
+    """One line on stdout (process 0): absl and the progress bar keep logging on stderr."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+def finished_step(checkpointer: ckpt_lib.Checkpointer, total_steps: int,
+                  resume: Resume) -> int | None:
+    """The step of a complete checkpoint at or past total_steps (the run is done), else None."""
+    steps = checkpointer.all_steps()
+    step = resume.step if resume.step is not None else (steps[-1] if steps else None)
+    if step is None or step not in steps or step < total_steps:
+        return None
+    return None if checkpointer.missing_files(step) else step
+
+
 def train_loop(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -231,27 +312,56 @@ def train_loop(
     next_batch: Callable[[Any], Any],
     hooks: Sequence[Hook] = (),
     progress_fields: Mapping[str, str] = (),
+    resume: Resume = Resume(),
 ) -> dict:
-    """Train (or resume) in `workdir` until config.total_steps or SIGTERM; the last logged metrics.
+    """Train (or resume) in `workdir` until config.total_steps, SIGTERM or Ctrl-C; the last
+    logged metrics ({} when the run had already finished).
 
+    Prints one line on stdout first: `resumed from step N (checkpoint PATH)`, `starting from
+    scratch`, or `run already finished at step N ...` (then returns without compiling).
     `build_step()` returns `(step_fn, flops_per_step)` (e.g. `compile_step(...)`); it is called
     after the checkpoint manager exists and the state is restored, so that every process reaches
     the manager's first cross-process barrier together, before any long compilation.
     `next_batch(train_iter)` returns the global batch for `step_fn(state, batch)`; the metrics it
     returns must include "train/finite". `progress_fields` maps progress-bar names to metric keys.
+    Ctrl-C saves, then raises `Interrupted`; a second Ctrl-C raises `SaveAborted`.
     """
+    validate.check_config(config)
     is_main = jax.process_index() == 0
+    config_dict = config_to_dict(config)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     try:
-        start_step = checkpointer.latest_step()
-        if start_step is not None:
-            state, data_state, _ = checkpointer.restore(
-                start_step, ckpt_lib.abstract_like(abstract, shardings))
+        done = finished_step(checkpointer, config.total_steps, resume)
+        if done is not None:
+            validate.check_same_model(checkpointer.restore_config(done), config_dict,
+                                      workdir=workdir)
+            announce(f"run already finished at step {done} (checkpoint "
+                     f"{checkpointer.step_path(done)}); nothing to do. Raise "
+                     "--config.total_steps to train on")
+            checkpointer.close()
+            return {}
+        if checkpointer.all_steps():
+            saved = checkpointer.newest_config(resume.step)
+            changes = []
+            if saved is not None:
+                changes = validate.check_resume_config(
+                    saved[1], config_dict, workdir=workdir, step=saved[0],
+                    accept_changes=resume.accept_config_changes)
+            state, data_state, _, start_step = checkpointer.restore_with_fallback(
+                ckpt_lib.abstract_like(abstract, shardings), resume.step)
             train_iter.set_state(data_state)
-            log.info("resumed from step %d", start_step)
+            if changes and is_main:
+                log.warning("config changed since checkpoint %d (saved with the next "
+                            "checkpoint):\n  %s", start_step, "\n  ".join(changes))
+            announce(f"resumed from step {start_step} "
+                     f"(checkpoint {checkpointer.step_path(start_step)})")
         else:
+            if resume.step is not None:
+                raise ckpt_lib.CheckpointError(f"no checkpoint {resume.step} to resume from: "
+                                               f"{checkpointer.directory} holds none")
             state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(config.seed))
             start_step = 0
+            announce("starting from scratch")
         step_fn, flops_per_step = build_step()
         if jax.process_count() > 1:
             # Compilation takes a different time on each host; the first step's collectives give
@@ -260,25 +370,27 @@ def train_loop(
 
             multihost_utils.sync_global_devices("vqjax.train_loop.compiled")
     except BaseException:
-        checkpointer.close()
+        checkpointer.detach()
+        try:
+            checkpointer.close()
+        except Exception:
+            pass
         raise
 
-    writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
-    if is_main and start_step == 0:
-        (writer.workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
+    if is_main:  # the config this run trains with (also saved with every checkpoint)
+        path = Path(checkpointer.workdir) / "config.json"
+        path.with_suffix(".json.tmp").write_text(json.dumps(config_dict, indent=2))
+        os.replace(path.with_suffix(".json.tmp"), path)
+    writer = metrics_writer.MetricWriter(checkpointer.workdir, enabled=is_main,
+                                         resume_step=start_step)
     progress = metrics_writer.Progress(config.total_steps, start_step, enabled=is_main)
     peak_flops = perf.peak_flops_per_device() * jax.device_count() if flops_per_step else 0.0
-
-    # Preemption: SIGTERM asks for a final checkpoint after the current step.
-    stop_requested = {"flag": False}
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.__setitem__("flag", True))
     last_saved = {"step": start_step}
 
     def save(step: int, force: bool = False) -> None:
         if step == last_saved["step"]:  # e.g. SIGTERM right after a periodic save
             return
-        checkpointer.save(step, state, train_iter.get_state(), config_to_dict(config), force=force)
+        checkpointer.save(step, state, train_iter.get_state(), config_dict, force=force)
         last_saved["step"] = step
 
     def check_finite(step: int, finite) -> None:
@@ -290,6 +402,8 @@ def train_loop(
     last_metrics: dict = {}
     timer_start, timer_step = time.perf_counter(), start_step
     step = start_step
+    stop = _StopSignals()
+    aborted = False
     try:
         while step < config.total_steps:
             batch = next_batch(train_iter)
@@ -324,15 +438,29 @@ def train_loop(
             if hooks and any(h.due(step, config.total_steps) for h in hooks):
                 timer_start, timer_step = time.perf_counter(), step  # keep img/s for training
 
-            if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
+            every = config.checkpoint_every_steps  # 0: only at the end and on interrupt
+            if (every and step % every == 0) or step == config.total_steps:
                 save(step)
-            if stop_requested["flag"]:
-                log.warning("SIGTERM: saving a final checkpoint at step %d and exiting", step)
+            if stop.received is not None:
+                log.warning("%s: saving a final checkpoint at step %d and exiting",
+                            signal.Signals(stop.received).name, step)
                 save(step, force=True)
+                checkpointer.wait()  # a second Ctrl-C here abandons this save
                 break
+    except SaveAborted:
+        aborted = True
+        raise
     finally:
-        checkpointer.close()
-        progress.close()
-        writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        try:
+            if aborted:
+                checkpointer.detach()  # leave the temporary folder; the next start removes it
+            else:
+                checkpointer.close()
+        finally:
+            progress.close()
+            writer.close()
+            stop.restore()
+    if stop.received == signal.SIGINT:
+        raise Interrupted(f"interrupted at step {step}: saved checkpoint "
+                          f"{checkpointer.step_path(step)}; rerun the same command to resume")
     return last_metrics

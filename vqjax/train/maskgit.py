@@ -37,7 +37,7 @@ from vqjax.quantizers.linen import QUANTIZER_STATE
 from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
 from vqjax.train import metrics_writer
-from vqjax.train import loop
+from vqjax.train import loop, pinning
 from vqjax.train.tokenizer import TokenizerTrainer, compute_dtype
 
 log = logging.getLogger("vqjax.train.maskgit")
@@ -48,15 +48,20 @@ log = logging.getLogger("vqjax.train.maskgit")
 # ------------------------------------------------------------------------------------------------
 @flax.struct.dataclass
 class Tokenizer:
-    """A restored tokenizer: the module (static) and its inference variables (EMA params)."""
+    """A restored tokenizer: the module (static) and its inference variables (EMA params);
+    `fingerprint` identifies the checkpoint (`vqjax.train.pinning`)."""
     model: Any = flax.struct.field(pytree_node=False)
     variables: Any
     config: Any = flax.struct.field(pytree_node=False)
     step: int = flax.struct.field(pytree_node=False)
+    fingerprint: str = flax.struct.field(pytree_node=False, default="")
 
 
-def restore_tokenizer(tokenizer_workdir: str, mesh) -> Tokenizer:
-    """The tokenizer of `tokenizer_workdir`'s latest checkpoint, its state placed on `mesh`."""
+def restore_tokenizer(tokenizer_workdir: str, mesh, step: int | None = None,
+                      fingerprint: str = "") -> Tokenizer:
+    """The tokenizer of checkpoint `step` of `tokenizer_workdir` (None: the latest), its state
+    placed on `mesh`. A pinned run passes its step and `fingerprint`: a checkpoint that is gone
+    or differs raises `pinning.TokenizerPinError` naming the step and the workdir."""
     tokenizer_workdir = resolve(tokenizer_workdir)
     if not tokenizer_workdir:
         raise ValueError("config.tokenizer_workdir is required: pass "
@@ -68,12 +73,16 @@ def restore_tokenizer(tokenizer_workdir: str, mesh) -> Tokenizer:
                                 f"checkpoints/ directory; train a tokenizer there first")
     checkpointer = ckpt_lib.Checkpointer(tokenizer_workdir, read_only=True, async_save=False)
     try:
-        step = checkpointer.latest_step()
         if step is None:
-            raise FileNotFoundError(f"config.tokenizer_workdir={tokenizer_workdir!r} holds no "
-                                    "complete checkpoint; train the tokenizer for at least "
-                                    "checkpoint_every_steps steps")
-        config = ml_collections.ConfigDict(checkpointer.restore_config(step))
+            step = checkpointer.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"config.tokenizer_workdir={tokenizer_workdir!r} holds no "
+                                        "complete checkpoint; train the tokenizer for at least "
+                                        "checkpoint_every_steps steps")
+        elif step not in checkpointer.all_steps():
+            raise pinning.missing_step_error(tokenizer_workdir, step, checkpointer.all_steps())
+        saved_config = checkpointer.restore_config(step)
+        config = ml_collections.ConfigDict(saved_config)
         if config.get("trainer", "tokenizer") != "tokenizer":
             raise ValueError(f"config.tokenizer_workdir={tokenizer_workdir!r} is a "
                              f"{config.trainer!r} run, not a tokenizer run")
@@ -84,8 +93,11 @@ def restore_tokenizer(tokenizer_workdir: str, mesh) -> Tokenizer:
     finally:
         checkpointer.close()
     variables = {"params": state.ema_params, QUANTIZER_STATE: state.quantizer_state}
-    log.info("tokenizer: %s step %d", tokenizer_workdir, step)
-    return Tokenizer(model=trainer.model, variables=variables, config=config, step=step)
+    actual = pinning.fingerprint(saved_config, variables)
+    pinning.check_fingerprint(fingerprint, actual, tokenizer_workdir=tokenizer_workdir, step=step)
+    log.info("tokenizer: %s step %d (%s)", tokenizer_workdir, step, actual)
+    return Tokenizer(model=trainer.model, variables=variables, config=config, step=step,
+                     fingerprint=actual)
 
 
 def encode(tokenizer_model, variables, images) -> jax.Array:
@@ -330,15 +342,19 @@ def check_tokens_dir(config, tokenizer: Tokenizer, token_shape) -> dict:
     info = tokens_lib.read_info(config.tokens_dir)
     problems = []
     if int(info["tokenizer_step"]) != tokenizer.step:
-        problems.append(f"it was encoded by tokenizer step {info['tokenizer_step']}, the "
-                        f"tokenizer_workdir's latest checkpoint is step {tokenizer.step}")
+        problems.append(f"it was encoded by tokenizer step {info['tokenizer_step']}, this run "
+                        f"uses tokenizer step {tokenizer.step}")
+    elif info.get("tokenizer_fingerprint", tokenizer.fingerprint) != tokenizer.fingerprint:
+        problems.append(f"it was encoded by a tokenizer step {tokenizer.step} with fingerprint "
+                        f"{info['tokenizer_fingerprint']}, this run's is {tokenizer.fingerprint}")
     if tuple(info["token_shape"]) != tuple(token_shape):
         problems.append(f"its token shape is {tuple(info['token_shape'])}, this run's is "
                         f"{tuple(token_shape)}")
     if problems:
         raise ValueError(f"config.tokens_dir={config.tokens_dir!r} does not match "
                          f"config.tokenizer_workdir={config.tokenizer_workdir!r}: "
-                         + "; ".join(problems) + ". Re-encode with python -m launch.encode_tokens")
+                         + "; ".join(problems) + ". Re-encode with python -m launch.encode_tokens"
+                         f" --tokenizer_step={tokenizer.step}")
     if Path(info["tokenizer_workdir"]).resolve() != Path(config.tokenizer_workdir).resolve():
         log.warning("tokens_dir was encoded from %s, this run's tokenizer is %s (same step and "
                     "shape: assuming a copy)", info["tokenizer_workdir"], config.tokenizer_workdir)
@@ -349,11 +365,14 @@ def check_tokens_dir(config, tokenizer: Tokenizer, token_shape) -> dict:
 # The loop
 # ------------------------------------------------------------------------------------------------
 def resolve_config(config, tokenizer: Tokenizer, dataset_classes) -> ml_collections.ConfigDict:
-    """A copy with dataset.image_size and model.num_classes filled in (saved in checkpoints)."""
+    """A copy with dataset.image_size, model.num_classes and the tokenizer pin (tokenizer_step,
+    tokenizer_fingerprint) filled in (saved in checkpoints)."""
     config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
     if not config.dataset.image_size:
         config.dataset.image_size = int(tokenizer.config.dataset.image_size)
     config.model.num_classes = resolved_num_classes(config, dataset_classes) or 0
+    config.tokenizer_step = tokenizer.step  # the pin: resume, sampling and evaluation use it
+    config.tokenizer_fingerprint = tokenizer.fingerprint
     return config
 
 
@@ -362,10 +381,36 @@ def preview_labels(num_classes: int | None, per_class: int, max_classes: int = 1
     return np.repeat(np.arange(classes, dtype=np.int32), max(per_class, 1))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train (or resume) a MaskGIT in `workdir`; returns the last logged metrics."""
+def pinned_tokenizer(config, workdir: str) -> tuple[int | None, str]:
+    """(step, fingerprint) of the tokenizer checkpoint a MaskGIT run in `workdir` uses: the pin
+    saved in its checkpoints when it has any, else config.tokenizer_step (-1: the latest, pinned
+    from then on) and config.tokenizer_fingerprint. A different step on the command line is
+    refused at resume by the config comparison (it changes the model)."""
+    step, fingerprint = pinning.pinned_step(config), pinning.pinned_fingerprint(config)
+    if (Path(workdir) / "checkpoints").is_dir():
+        checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True, async_save=False)
+        try:
+            saved = checkpointer.newest_config()
+        finally:
+            checkpointer.close()
+        if saved is not None:
+            step = step if step is not None else pinning.pinned_step(saved[1])
+            fingerprint = fingerprint or pinning.pinned_fingerprint(saved[1])
+    return step, fingerprint
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       resume: loop.Resume = loop.Resume()) -> dict:
+    """Train (or resume, as `resume` says) a MaskGIT in `workdir`; returns the last logged
+    metrics. The tokenizer is the pinned checkpoint (`pinned_tokenizer`), protected from
+    deletion in its workdir by a marker (`pinning.pin`)."""
+    workdir = resolve(workdir)
     mesh = loop.make_mesh(config)
-    tokenizer = restore_tokenizer(config.tokenizer_workdir, mesh)
+    ckpt_lib.check_workdir(workdir)
+    tokenizer_step, fingerprint = pinned_tokenizer(config, workdir)
+    tokenizer = restore_tokenizer(config.tokenizer_workdir, mesh, tokenizer_step, fingerprint)
+    if jax.process_index() == 0:
+        pinning.pin(config.tokenizer_workdir, tokenizer.step, tokenizer.fingerprint, workdir)
     image_size = config.dataset.image_size or int(tokenizer.config.dataset.image_size)
     train_iter = make_input(config, config.dataset.train_split, config.batch_size, train=True,
                             image_size=image_size)
@@ -416,7 +461,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         hooks=[loop.Hook(config.image_every_steps, write_samples),
                loop.Hook(config.eval_every_steps, run_eval)],
         progress_fields={"loss": "loss/loss", "acc": "loss/accuracy",
-                         "img_s": "perf/images_per_s"})
+                         "img_s": "perf/images_per_s"},
+        resume=resume)
 
 
 def evaluate(trainer: MaskGITTrainer, params, eval_sums) -> dict:
@@ -443,8 +489,10 @@ def evaluate(trainer: MaskGITTrainer, params, eval_sums) -> dict:
 # Restoring a finished run for sampling
 # ------------------------------------------------------------------------------------------------
 def load_for_sampling(workdir: str, mesh, step: int | None = None):
-    """(trainer, params, checkpoint step) of a MaskGIT run, the tokenizer restored via its config;
-    params are the EMA params when the run kept them (config.ema_decay > 0)."""
+    """(trainer, params, checkpoint step) of a MaskGIT run, the tokenizer restored via its config
+    at the step the run is pinned to (its fingerprint checked; runs from before pinning: the
+    latest, with a warning); params are the EMA params when the run kept them
+    (config.ema_decay > 0)."""
     workdir = resolve(workdir)
     if not (Path(workdir) / "checkpoints").is_dir():
         raise FileNotFoundError(f"{workdir!r} has no checkpoints/ directory (not a MaskGIT run?)")
@@ -456,7 +504,12 @@ def load_for_sampling(workdir: str, mesh, step: int | None = None):
         config = ml_collections.ConfigDict(checkpointer.restore_config(step))
         if config.get("trainer") != "maskgit":
             raise ValueError(f"{workdir!r} is a {config.get('trainer')!r} run, not a MaskGIT run")
-        tokenizer = restore_tokenizer(config.tokenizer_workdir, mesh)
+        tokenizer_step = pinning.pinned_step(config)
+        if tokenizer_step is None:
+            log.warning("%s predates tokenizer pinning: using the tokenizer's latest checkpoint",
+                        workdir)
+        tokenizer = restore_tokenizer(config.tokenizer_workdir, mesh, tokenizer_step,
+                                      pinning.pinned_fingerprint(config))
         trainer = MaskGITTrainer(config, mesh, tokenizer, config.model.num_classes or None)
         abstract, shardings = trainer.state_shardings()
         state, _, _ = checkpointer.restore(step, ckpt_lib.abstract_like(abstract, shardings))
@@ -483,10 +536,12 @@ def _local_rows(array: jax.Array) -> np.ndarray:
 def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation"),
                dataset: str | None = None, data_dir: str | None = None,
                image_size: int | None = None, batch_size: int = 256, flip: bool = True,
-               overwrite: bool = False, limit: int | None = None) -> dict:
+               overwrite: bool = False, limit: int | None = None,
+               tokenizer_step: int | None = None) -> dict:
     """Encodes every image of `splits` with the tokenizer of `tokenizer_workdir` (center crop at
     its training resolution, plus the mirror image's tokens when `flip`) into a pre-encoded token
-    dataset in `out` (see `vqjax.data.tokens`); returns its tokens_info. Sharded over all devices;
+    dataset in `out` (see `vqjax.data.tokens`); returns its tokens_info. `tokenizer_step` picks
+    a checkpoint (default: the latest); tokens_info records it and its fingerprint. Sharded over all devices;
     every process writes the examples it encoded; tokens_info.json is written last."""
     tokenizer_workdir, out, data_dir = resolve(tokenizer_workdir), resolve(out), resolve(data_dir)
     out_dir = Path(out)
@@ -497,7 +552,7 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
     if jax.process_index() == 0:  # the old dataset is incomplete from here until the new info
         (out_dir / tokens_lib.INFO_FILE).unlink(missing_ok=True)
     mesh = mesh_lib.make_mesh()
-    tokenizer = restore_tokenizer(tokenizer_workdir, mesh)
+    tokenizer = restore_tokenizer(tokenizer_workdir, mesh, tokenizer_step)
     tok_cfg = tokenizer.config
     dataset = dataset or tok_cfg.dataset.name
     data_dir = data_dir or tok_cfg.dataset.get("data_dir") or None
@@ -555,7 +610,8 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
         multihost_utils.sync_global_devices("vqjax.pre_encode.done")
     info = {
         "tokenizer_workdir": str(Path(tokenizer_workdir).resolve()),
-        "tokenizer_step": tokenizer.step, "dataset": dataset, "image_size": image_size,
+        "tokenizer_step": tokenizer.step, "tokenizer_fingerprint": tokenizer.fingerprint,
+        "dataset": dataset, "image_size": image_size,
         "token_shape": list(records.token_shape), "dtype": records.dtype.name, "flip": flip,
         "codebook_size": vocab, "num_classes": num_classes, "crop": "center",
         "splits": info_splits,

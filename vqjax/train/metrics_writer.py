@@ -1,5 +1,11 @@
 """Where training numbers and pictures go: TensorBoard events, `<workdir>/metrics.jsonl`, PNG grids,
-and a progress bar on the console. Only process 0 writes; other processes get a no-op writer."""
+and a progress bar on the console. Only process 0 writes; other processes get a no-op writer.
+
+A resumed run continues from its checkpoint's step, so whatever was logged after that step (by
+the run that was killed before its next checkpoint) is rewound: `MetricWriter(resume_step=S)`
+moves the rows after S from metrics.jsonl to metrics_rewound.jsonl (kept: they show what happened
+before the crash) and starts its TensorBoard events with `purge_step=S + 1`, which makes
+TensorBoard hide the older events after S. The logs then read as one run."""
 
 from __future__ import annotations
 
@@ -107,17 +113,51 @@ def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
     os.replace(tmp, path)  # never leave a half-written image behind
 
 
-class MetricWriter:
-    """Scalars to TensorBoard + metrics.jsonl; images to PNG (+ TensorBoard)."""
+REWOUND_FILE = "metrics_rewound.jsonl"
 
-    def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
+
+def rewind_metrics(path: str | os.PathLike, step: int) -> int:
+    """Keeps the rows of the JSON-lines file `path` with "step" <= `step`; the others (and any line
+    cut short by a kill) are appended to metrics_rewound.jsonl next to it. Returns how many rows
+    moved. The file is replaced atomically."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept, moved = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        (kept if keep else moved).append(line)
+    if moved:
+        with open(path.parent / REWOUND_FILE, "a") as f:
+            f.write("".join(line + "\n" for line in moved))
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    return len(moved)
+
+
+class MetricWriter:
+    """Scalars to TensorBoard + metrics.jsonl; images to PNG (+ TensorBoard). With `resume_step`,
+    rows and events after that step are rewound first (see the module docstring)."""
+
+    def __init__(self, workdir: str | os.PathLike, enabled: bool = True,
+                 resume_step: int | None = None):
         self.workdir = Path(workdir)
         self.enabled = enabled
         self._tb = None
         if enabled:
             self.workdir.mkdir(parents=True, exist_ok=True)
+            purge_step = None
+            if resume_step is not None:
+                rewind_metrics(self.workdir / "metrics.jsonl", resume_step)
+                purge_step = resume_step + 1
             if SummaryWriter is not None:
-                self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+                self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=purge_step)
             self._jsonl = open(self.workdir / "metrics.jsonl", "a")
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:

@@ -278,8 +278,9 @@ def psnr(a, b):
 # ------------------------------------------------------------------------------------------------
 # The loop
 # ------------------------------------------------------------------------------------------------
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train (or resume) in `workdir`; returns the last logged metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       resume: loop.Resume = loop.Resume()) -> dict:
+    """Train (or resume, as `resume` says) in `workdir`; returns the last logged metrics."""
     mesh = loop.make_mesh(config)
     trainer = TokenizerTrainer(config, mesh)
     ds = config.dataset
@@ -324,7 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         next_batch=lambda it: mesh_lib.global_batch(mesh, {"image": next(it)["image"]}),
         hooks=hooks,
         progress_fields={"loss": "loss/loss", "img_s": "perf/images_per_s",
-                         "usage": "quantizer/usage"})
+                         "usage": "quantizer/usage"},
+        resume=resume)
 
 
 def first_eval_images(config, mesh, count: int = 8):
