@@ -329,8 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         resume=resume)
 
 
-def first_eval_images(config, mesh, count: int = 8):
-    """The first eval images as one global batch (a multiple of the device count), or None."""
+def eval_stream(config):
+    """`make_iterator(global_batch_size)` over the eval split, for `loop.eval_batches`."""
     ds = config.dataset
 
     def make_iterator(batch_size):
@@ -339,9 +339,14 @@ def first_eval_images(config, mesh, count: int = 8):
             seed=config.seed, process_index=jax.process_index(),
             process_count=jax.process_count(), train=False, data_dir=ds.data_dir or None)
 
+    return make_iterator
+
+
+def first_eval_images(config, mesh, count: int = 8):
+    """The first eval images as one global batch (a multiple of the device count), or None."""
     preview_config = ml_collections.ConfigDict(
         {"batch_size": max(count, mesh.size) // mesh.size * mesh.size, "eval_examples": count})
-    batches = loop.eval_batches(make_iterator, preview_config, mesh, ("image",))
+    batches = loop.eval_batches(eval_stream(config), preview_config, mesh, ("image",))
     try:
         return next(batches)[1]["image"]
     except (StopIteration, FileNotFoundError, ValueError) as e:
@@ -354,16 +359,8 @@ def first_eval_images(config, mesh, count: int = 8):
 def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> dict:
     """Reconstruction quality of the EMA params on `eval_examples` of the eval split."""
     config = trainer.config
-    ds = config.dataset
-
-    def make_iterator(batch_size):
-        return data_lib.input_pipeline(
-            ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
-            seed=config.seed, process_index=jax.process_index(),
-            process_count=jax.process_count(), train=False, data_dir=ds.data_dir or None)
-
     totals = None
-    for _, batch in loop.eval_batches(make_iterator, config, mesh, ("image",)):
+    for _, batch in loop.eval_batches(eval_stream(config), config, mesh, ("image",)):
         totals = loop.add_sums(totals, loop.to_host(
             eval_sums(state.ema_params, state.quantizer_state, batch["image"], batch["mask"])))
     if totals is None:
