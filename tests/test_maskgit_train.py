@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from configs import maskgit as maskgit_config
+import vqjax
 from tests.train_utils import apply_overrides, micro_config, read_metrics
 from vqjax.train import maskgit as maskgit_train
 from vqjax.train.tokenizer import train_and_evaluate as train_tokenizer
@@ -132,7 +133,7 @@ def step_setup(data_dir, tokenizer_workdir):
     from vqjax.train import mesh as mesh_lib
 
     mesh = mesh_lib.make_mesh()
-    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    tokenizer = vqjax.load(str(tokenizer_workdir), mesh=mesh)
     config = maskgit_train.resolve_config(
         maskgit_micro(data_dir, tokenizer_workdir, **{"model.dropout": 0.0}), tokenizer, 10)
     it = data_lib.input_pipeline("vqjax_digits", "train", global_batch_size=16, image_size=16,
@@ -212,8 +213,8 @@ def _final_params(workdir, num_devices=8):
     from vqjax.train import mesh as mesh_lib
 
     mesh = mesh_lib.make_mesh(devices=jax.devices()[:num_devices])
-    trainer, params, step = maskgit_train.load_for_sampling(str(workdir), mesh)
-    return step, jax.device_get(params)
+    run = vqjax.load(str(workdir), mesh=mesh)
+    return run.step, jax.device_get(run.params)
 
 
 def test_sigterm_saves_and_resume_is_bitwise_identical(data_dir, tokenizer_workdir, tmp_path,
@@ -323,7 +324,7 @@ def test_pre_encoded_tokens_equal_on_the_fly_encoding(tokens_dir, data_dir, toke
                                                                           "validation": 20}
     assert tokens_lib.read_info(out)["tokenizer_step"] == 2
     mesh = mesh_lib.make_mesh()
-    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    tokenizer = vqjax.load(str(tokenizer_workdir), mesh=mesh)
     encode = jax.jit(lambda v, x: maskgit_train.encode(tokenizer.model, v, x))
     images_it = data_lib.input_pipeline("vqjax_digits", "validation", global_batch_size=8,
                                         image_size=16, train=False, data_dir=str(data_dir))
