@@ -149,6 +149,7 @@ class Staging:
     def __init__(self, overwrite: bool = False):
         self.overwrite = overwrite
         self.pending: list[tuple[Path, Path]] = []
+        self.created_parents: list[Path] = []
 
     def check_target(self, out: str | os.PathLike) -> Path:
         out = Path(out).expanduser().absolute()
@@ -157,8 +158,13 @@ class Staging:
         return out
 
     def directory(self, out: Path) -> Path:
+        missing = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
         out.parent.mkdir(parents=True, exist_ok=True)
+        self.created_parents.extend(missing)  # removed again on abort when left empty
         temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o777 & ~umask)  # mkdtemp's 0o700 -> an ordinary directory
         self.pending.append((temporary, out))
         return temporary
 
@@ -167,12 +173,15 @@ class Staging:
             if out.exists():
                 shutil.rmtree(out)
             os.replace(temporary, out)
-        self.pending = []
+        self.pending, self.created_parents = [], []
 
     def abort(self) -> None:
         for temporary, _ in self.pending:
             shutil.rmtree(temporary, ignore_errors=True)
-        self.pending = []
+        for parent in self.created_parents:  # innermost first
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        self.pending, self.created_parents = [], []
 
 
 @contextlib.contextmanager

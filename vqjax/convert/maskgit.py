@@ -104,6 +104,12 @@ def tokenizer_config(base: ml_collections.ConfigDict, arch: dict,
     config.quantizer.vq.codebook_size = arch["codebook_size"]
     config.dataset.image_size = int(image_size)
     config.compute_dtype = "float32"
+    # A discriminator that fits the resolution (each StyleGAN block halves it), so that small
+    # converted models (tests) fine-tune too; the released resolutions keep the preset's.
+    multipliers = list(config.discriminator.channel_multipliers)
+    while len(multipliers) > 1 and int(image_size) % (2 ** len(multipliers)):
+        multipliers.pop()
+    config.discriminator.channel_multipliers = multipliers
     return config
 
 
