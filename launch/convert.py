@@ -6,7 +6,7 @@ r"""Convert released checkpoints into ordinary vqjax runs.
         --out=converted/maskgit256
     python -m launch.sample --workdir=converted/maskgit256/maskgit --out=samples --labels=1,90
     python -m launch.evaluate --workdir=converted/maskgit256/tokenizer \
-        --config.dataset.data_dir=...                          # see docs/pretrained.md
+        --data_dir=~/tensorflow_datasets --num_examples=50000   # rFID etc.: docs/pretrained.md
 
 `--out=DIR` gets `DIR/tokenizer` and `DIR/maskgit` (either flag alone converts that half; the
 transformer alone needs a tokenizer run: `DIR/tokenizer` from an earlier conversion, or
@@ -43,6 +43,9 @@ _IMAGE_SIZE = flags.DEFINE_integer(
     "from 'imagenet<N>' in the tokenizer's file name, else 256).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 1000, "maskgit: class tokens in the "
                                     "transformer's vocabulary (ImageNet: 1000).")
+_DATASET = flags.DEFINE_string("dataset", "imagenet2012", "tfds name the runs evaluate and "
+                               "fine-tune on (their config.dataset.name).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data_dir of the runs' configs.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing runs in --out.")
 flags.mark_flags_as_required(["from", "out"])
 
@@ -58,7 +61,8 @@ def size_from_name(path: str | None) -> int | None:
 def convert_maskgit(out: str, tokenizer_checkpoint: str | None = None,
                     transformer_checkpoint: str | None = None, *,
                     tokenizer_workdir: str | None = None, image_size: int | None = None,
-                    num_classes: int = 1000, overwrite: bool = False) -> dict[str, Path]:
+                    num_classes: int = 1000, dataset: str = "imagenet2012", data_dir: str = "",
+                    overwrite: bool = False) -> dict[str, Path]:
     """google-research/maskgit's released files -> `out/tokenizer`, `out/maskgit`; the paths."""
     from configs import maskgit as maskgit_configs
     from configs import vqgan as vqgan_configs
@@ -84,6 +88,7 @@ def convert_maskgit(out: str, tokenizer_checkpoint: str | None = None,
             stage.check_target(out_dir / "maskgit")
         if tokenizer_checkpoint:
             base = vqgan_configs.get_config(f"maskgit_released,res={tokenizer_size or 256}")
+            base.dataset.name, base.dataset.data_dir = dataset, data_dir
             tok_config, variables = source.tokenizer_from_checkpoint(
                 tokenizer_checkpoint, base, image_size=tokenizer_size or 256)
             tokenizer = SimpleNamespace(model=build_tokenizer(tok_config), config=tok_config)
@@ -96,6 +101,7 @@ def convert_maskgit(out: str, tokenizer_checkpoint: str | None = None,
             tokenizer_size = image_size or tokenizer.image_size
         if transformer_checkpoint:
             base = maskgit_configs.get_config("released,res=256")
+            base.dataset.name, base.dataset.data_dir = dataset, data_dir
             mg_config, params = source.transformer_from_checkpoint(
                 transformer_checkpoint, base, tokenizer.model, tokenizer_workdir,
                 num_classes=num_classes, image_size=tokenizer_size)
@@ -124,7 +130,8 @@ def convert_maskgit(out: str, tokenizer_checkpoint: str | None = None,
 CONVERTERS = {
     "maskgit": lambda: convert_maskgit(
         _OUT.value, _TOKENIZER.value, _TRANSFORMER.value, tokenizer_workdir=_TOKENIZER_WORKDIR.value,
-        image_size=_IMAGE_SIZE.value, num_classes=_NUM_CLASSES.value, overwrite=_OVERWRITE.value),
+        image_size=_IMAGE_SIZE.value, num_classes=_NUM_CLASSES.value, dataset=_DATASET.value,
+        data_dir=_DATA_DIR.value, overwrite=_OVERWRITE.value),
 }
 
 

@@ -47,7 +47,6 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
     from vqjax.inference import MaskGIT
     from vqjax.paths import resolve
     from vqjax.train import metrics_writer
-    from vqjax.train.tokenizer import to_host
 
     workdir, out = resolve(workdir), resolve(out)
     run = vqjax.load(workdir, step)
@@ -81,7 +80,7 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
         if i == 0:  # compile outside the timing
             jax.block_until_ready(sample_fn(rng, label_array))
         start = time.perf_counter()
-        tokens, images = to_host(sample_fn(rng, label_array))
+        tokens, images = jax.device_get(sample_fn(rng, label_array))  # batch-sharded: all rows
         timed_seconds += time.perf_counter() - start
         timed_images += batch
         tokens, images = tokens[:num_per_label], images[:num_per_label]
