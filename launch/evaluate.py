@@ -359,8 +359,7 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         lpips_params = jax.device_put(lpips_params, replicated)
 
     def forward(variables, lpips_params, images):
-        indices = inference.encode_indices(tokenizer.model, variables, images)
-        recon = inference.decode_indices(tokenizer.model, variables, indices, eps)
+        recon, indices = inference.reconstruct_images(tokenizer.model, variables, images, eps)
         distance = (lpips_fn(lpips_params, recon, images) if lpips_fn is not None
                     else jnp.zeros((images.shape[0],), jnp.float32))
         return recon, indices, distance

@@ -208,9 +208,19 @@ def converted(tmp_path_factory, data_dir):
     return out
 
 
-def test_vqjax_load_of_converted_runs_matches_the_official_outputs(converted, reference):
+def test_vqjax_load_of_converted_runs_matches_the_official_outputs(converted, reference,
+                                                                  monkeypatch):
     import vqjax
+    from vqjax.losses import perceptual
+    from vqjax.train import loop, tokenizer as tokenizer_train
 
+    def forbidden(*args, **kwargs):
+        raise AssertionError("vqjax.load built something inference does not use")
+
+    # Inference builds no optimizer, discriminator, LPIPS or VGG16.
+    monkeypatch.setattr(perceptual, "load_lpips", forbidden)
+    monkeypatch.setattr(tokenizer_train, "build_discriminator", forbidden)
+    monkeypatch.setattr(loop, "build_optimizer", forbidden)
     tokenizer = vqjax.load(converted / "tokenizer")
     assert type(tokenizer).__name__ == "Tokenizer" and tokenizer.step == 0
     assert tokenizer.grid_shape() == (4, 4) and tokenizer.grid_shape(32) == (8, 8)
@@ -237,6 +247,30 @@ def test_vqjax_load_of_converted_runs_matches_the_official_outputs(converted, re
 
     source = json.loads((converted / "maskgit" / "converted_from.json").read_text())
     assert source["from"] == "maskgit" and len(source["sha256"]) == 64
+
+
+def test_moved_runs_find_their_tokenizer_and_pinned_steps_are_used(converted, tmp_path):
+    import shutil
+
+    import ml_collections
+
+    import vqjax
+    from vqjax import inference
+
+    moved = tmp_path / "moved"
+    shutil.copytree(converted, moved)
+    shutil.move(str(converted), str(tmp_path / "elsewhere"))  # the recorded path is gone
+    try:
+        maskgit = vqjax.load(moved / "maskgit")
+        assert maskgit.tokenizer.workdir == str(moved / "tokenizer")
+    finally:
+        shutil.move(str(tmp_path / "elsewhere"), str(converted))
+    config = ml_collections.ConfigDict({"tokenizer_workdir": "runs/tok", "tokenizer_step": 300})
+    assert inference.tokenizer_location(config)[1] == 300
+    config.tokenizer_step = -1
+    assert inference.tokenizer_location(config)[1] is None
+    with pytest.raises(FileNotFoundError, match="no checkpoint for step 7 .* available steps: 0"):
+        vqjax.load(moved / "tokenizer", step=7)
 
 
 def test_launch_sample_and_evaluate_take_converted_runs(converted, tmp_path):

@@ -63,6 +63,20 @@ def decode_indices(tokenizer_model, variables, tokens,
     return jnp.clip(images.astype(jnp.float32), -1.0, 1.0)
 
 
+def reconstruct_images(tokenizer_model, variables, images,
+                       logit_laplace_eps: float | None = None) -> tuple[jax.Array, jax.Array]:
+    """(reconstructions in [-1, 1] float32, indices) of images [B, H, W, 3] in [-1, 1]: the
+    model's own forward pass (decoder on the quantized latents), as in training."""
+    outputs, aux = tokenizer_model.apply(variables, images, train=False)
+    if outputs.shape[-1] == 6:
+        from vqjax.losses import reconstruction
+
+        eps = reconstruction.LOGIT_LAPLACE_EPS if logit_laplace_eps is None else logit_laplace_eps
+        outputs = reconstruction.logit_laplace_to_pixels(outputs, eps)
+    recon = jnp.clip(outputs.astype(jnp.float32), -1.0, 1.0)
+    return recon, aux.indices.astype(jnp.int32)
+
+
 # ------------------------------------------------------------------------------------------------
 # Restoring a subtree of the train state
 # ------------------------------------------------------------------------------------------------
@@ -174,8 +188,7 @@ class Tokenizer:
         model = self.model
         self._encode = jax.jit(functools.partial(encode_indices, model))
         self._decode = jax.jit(lambda v, t: decode_indices(model, v, t, eps))
-        self._reconstruct = jax.jit(
-            lambda v, x: decode_indices(model, v, encode_indices(model, v, x), eps))
+        self._reconstruct = jax.jit(lambda v, x: reconstruct_images(model, v, x, eps)[0])
 
     @property
     def codebook_size(self) -> int:
@@ -202,7 +215,8 @@ class Tokenizer:
         return self._split(self._decode, self.variables, jnp.asarray(indices, jnp.int32))
 
     def reconstruct(self, images) -> jax.Array:
-        """decode(encode(images)), in one jitted call."""
+        """Images [-1, 1] -> reconstructions [-1, 1]: the model's forward pass (= decode(encode)
+        up to float rounding), in one jitted call."""
         return self._split(self._reconstruct, self.variables, jnp.asarray(images, jnp.float32))
 
 
@@ -329,7 +343,7 @@ def _load_tokenizer(workdir, step, config, use_ema, mesh) -> Tokenizer:
     size = int(config.dataset.image_size)
     key = jax.random.key(0)
     abstract = jax.eval_shape(lambda: model.init(
-        {"params": key, RNG_STREAM: key}, jnp.zeros((1, size, size, model.channels), jnp.float32)))
+        {"params": key, RNG_STREAM: key}, jnp.zeros((1, size, size, getattr(model, "channels", 3)), jnp.float32)))
     min_size = config.get("mesh", {}).get("fsdp_min_size", 2**18)
     field = _params_field(use_ema)
     wanted = {field: abstract["params"], "quantizer_state": abstract.get(QUANTIZER_STATE, {})}
