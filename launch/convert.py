@@ -29,25 +29,27 @@ from types import SimpleNamespace
 from absl import app, flags
 from absl import logging as absl_logging
 
-_FROM = flags.DEFINE_string("from", None, "The source: one of CONVERTERS (maskgit).")
-_OUT = flags.DEFINE_string("out", None, "Output directory: DIR/tokenizer, DIR/maskgit.")
-_TOKENIZER = flags.DEFINE_string("tokenizer_checkpoint", None,
-                                 "maskgit: the released tokenizer file.")
-_TRANSFORMER = flags.DEFINE_string("transformer_checkpoint", None,
-                                   "maskgit: the released transformer file.")
-_TOKENIZER_WORKDIR = flags.DEFINE_string(
-    "tokenizer_workdir", None, "maskgit: the tokenizer run for a transformer converted alone "
-    "(default: DIR/tokenizer).")
-_IMAGE_SIZE = flags.DEFINE_integer(
-    "image_size", None, "maskgit: resolution (default: from the transformer's token grid, else "
-    "from 'imagenet<N>' in the tokenizer's file name, else 256).")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 1000, "maskgit: class tokens in the "
-                                    "transformer's vocabulary (ImageNet: 1000).")
-_DATASET = flags.DEFINE_string("dataset", "imagenet2012", "tfds name the runs evaluate and "
-                               "fine-tune on (their config.dataset.name).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "tfds data_dir of the runs' configs.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing runs in --out.")
-flags.mark_flags_as_required(["from", "out"])
+
+def define_flags() -> None:
+    """The command line (defined when run as a script, so the module imports cleanly next to other
+    entry points)."""
+    flags.DEFINE_string("from", None, "The source: one of CONVERTERS (maskgit).", required=True)
+    flags.DEFINE_string("out", None, "Output directory: DIR/tokenizer, DIR/maskgit.",
+                        required=True)
+    flags.DEFINE_string("tokenizer_checkpoint", None, "maskgit: the released tokenizer file.")
+    flags.DEFINE_string("transformer_checkpoint", None, "maskgit: the released transformer file.")
+    flags.DEFINE_string("tokenizer_workdir", None, "maskgit: the tokenizer run for a transformer "
+                        "converted alone (default: DIR/tokenizer).")
+    flags.DEFINE_integer("image_size", None, "maskgit: resolution (default: from the "
+                         "transformer's token grid, else from 'imagenet<N>' in the tokenizer's "
+                         "file name, else 256).")
+    flags.DEFINE_integer("num_classes", 1000, "maskgit: class tokens in the transformer's "
+                         "vocabulary (ImageNet: 1000).")
+    flags.DEFINE_string("dataset", "imagenet2012", "tfds name the runs evaluate and fine-tune on "
+                        "(their config.dataset.name).")
+    flags.DEFINE_string("data_dir", "", "tfds data_dir of the runs' configs.")
+    flags.DEFINE_bool("overwrite", False, "Replace existing runs in --out.")
+
 
 log = logging.getLogger("launch.convert")
 
@@ -128,10 +130,11 @@ def convert_maskgit(out: str, tokenizer_checkpoint: str | None = None,
 
 # --from=NAME -> the function converting NAME's files (add taming, llamagen, ... here).
 CONVERTERS = {
-    "maskgit": lambda: convert_maskgit(
-        _OUT.value, _TOKENIZER.value, _TRANSFORMER.value, tokenizer_workdir=_TOKENIZER_WORKDIR.value,
-        image_size=_IMAGE_SIZE.value, num_classes=_NUM_CLASSES.value, dataset=_DATASET.value,
-        data_dir=_DATA_DIR.value, overwrite=_OVERWRITE.value),
+    "maskgit": lambda f: convert_maskgit(
+        f.out, f.tokenizer_checkpoint, f.transformer_checkpoint,
+        tokenizer_workdir=f.tokenizer_workdir, image_size=f.image_size,
+        num_classes=f.num_classes, dataset=f.dataset, data_dir=f.data_dir,
+        overwrite=f.overwrite),
 }
 
 
@@ -146,7 +149,7 @@ def main(argv) -> None:
     from vqjax.convert import ConversionError
 
     try:
-        written = CONVERTERS[name]()
+        written = CONVERTERS[name](flags.FLAGS)
     except (ConversionError, FileExistsError, FileNotFoundError) as e:
         print(f"launch.convert: {e}", file=sys.stderr)
         sys.exit(1)
@@ -156,4 +159,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -286,11 +286,8 @@ def test_launch_sample_and_evaluate_take_converted_runs(converted, tmp_path):
     options = evaluate.EvalOptions(inception_weights="random", num_examples=4, batch_size=8,
                                    lpips=False, progress=False)
     results = evaluate.evaluate(str(converted / "tokenizer"), options)
-    assert results["examples"] == 4 and np.isfinite(results["psnr"])
-    options = evaluate.EvalOptions(inception_weights="random", num_examples=8, num_samples=8,
-                                   batch_size=8, decode_steps=2, is_splits=2, progress=False)
-    results = evaluate.evaluate(str(converted / "maskgit"), options)
-    assert results["examples"] == 8 and results["choice_temperature"] == 4.5
+    assert results["examples"] == 4 and np.isfinite(results["psnr"]) and results["rfid"] > 0
+    # (MaskGIT FID/IS go through the same vqjax.load handle: tests/test_evaluate_cli.py.)
 
 
 def test_converted_maskgit_fine_tunes(converted, data_dir):
