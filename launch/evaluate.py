@@ -522,7 +522,9 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
     mesh = mesh_lib.make_mesh(fsdp=options.fsdp, devices=jax.local_devices())
     maskgit = inference.load(run.workdir, run.step, mesh=mesh)
     if not isinstance(maskgit, inference.MaskGIT):
-        raise UnsupportedRunError(f"{run.workdir} does not restore as a MaskGIT run")
+        raise UnsupportedRunError(f"{run.workdir} is a "
+                                  f"{maskgit.config.get('trainer', 'tokenizer')!r} run, not a "
+                                  "MaskGIT run")
     params, tokenizer_variables = maskgit.params, maskgit.tokenizer.variables
     sharding = mesh_lib.batch_sharding(mesh)
     inception_params = jax.device_put(inception_params, mesh_lib.replicated(mesh))
