@@ -290,6 +290,18 @@ def test_launch_sample_and_evaluate_take_converted_runs(converted, tmp_path):
     # (MaskGIT FID/IS go through the same vqjax.load handle: tests/test_evaluate_cli.py.)
 
 
+def test_transformer_alone_pairs_with_an_existing_tokenizer_run(converted, reference, tmp_path):
+    import vqjax
+
+    written = _convert(tmp_path / "out", tokenizer=None,
+                       tokenizer_workdir=str(converted / "tokenizer"), image_size=None)
+    assert list(written) == ["maskgit"] and not (tmp_path / "out" / "tokenizer").exists()
+    maskgit = vqjax.load(written["maskgit"])
+    assert maskgit.tokenizer.workdir == str(converted / "tokenizer")
+    logits = maskgit.logits(_masked(reference, maskgit.mask_token_id), reference["labels"])
+    assert _relative(logits, _expected_logits(reference)) < 1e-4
+
+
 def test_converted_maskgit_fine_tunes(converted, data_dir):
     """launch.train resumes the converted run (step 0) and trains on."""
     import shutil
