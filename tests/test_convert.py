@@ -134,6 +134,20 @@ def test_transformer_key_mapping_is_one_to_one():
         "MlmLayer_0/mlm_dense/kernel", "MlmLayer_0/mlm_ln/bias", "MlmLayer_0/mlm_bias/bias"]
 
 
+def test_512px_transformer_sizes_are_inferred():
+    """The released 512 px layout (32x32 tokens + class: 1025 positions), from shapes alone."""
+    flat = {"Embed_0/word_embeddings/embedding": np.zeros((2025, 8)),
+            "Embed_0/position_embeddings/embedding": np.zeros((1025, 8)),
+            "TransformerLayer_0/Attention_0/self_attention/query/kernel": np.zeros((8, 2, 4)),
+            "TransformerLayer_0/Mlp_0/intermediate_output/kernel": np.zeros((8, 32)),
+            "TransformerLayer_1/Mlp_0/intermediate_output/kernel": np.zeros((8, 32))}
+    arch = convert_maskgit.infer_transformer(flat, 1000)
+    assert (arch["grid"], arch["codebook_size"], arch["num_layers"], arch["num_heads"],
+            arch["mlp_dim"]) == (32, 1024, 2, 2, 32)
+    assert convert_cli.size_from_name("ckpts/tokenizer_imagenet512_checkpoint") == 512
+    assert convert_cli.size_from_name("mine.msgpack") is None
+
+
 def test_released_presets_have_the_released_shapes():
     """configs/*:released build the released networks' parameter shapes (256 px: 16x16 tokens)."""
     import jax
