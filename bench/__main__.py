@@ -7,7 +7,8 @@
 
 Benchmarks, in the doc's order: quantizers (with the PyTorch peer when installed), train_step
 (tokenizer train step, tiny/S/B: images/s, MFU, memory), maskgit_sampling (parallel vs
-token-by-token decoding), scaling (1..8 devices). On a CPU host, 8 fake devices are set up before
+token-by-token decoding), maskgit_peer (MaskGIT train step against the same network in PyTorch),
+scaling (1..8 devices). On a CPU host, 8 fake devices are set up before
 jax is imported (the scaling benchmark needs them).
 """
 
@@ -20,7 +21,7 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("quantizers", "train_step", "maskgit_sampling", "scaling")
+BENCHMARKS = ("quantizers", "train_step", "maskgit_sampling", "maskgit_peer", "scaling")
 
 
 def main(argv=None) -> None:
@@ -48,7 +49,7 @@ def main(argv=None) -> None:
         start = time.perf_counter()
         print(f"\n## bench.{name}", flush=True)
         module = importlib.import_module(f"bench.{name}")
-        extra = ["--no-torch"] if name == "quantizers" and args.no_torch else []
+        extra = ["--no-torch"] if name in ("quantizers", "maskgit_peer") and args.no_torch else []
         module.main(shared + extra, command=command)
         print(f"## bench.{name}: {time.perf_counter() - start:.0f}s", flush=True)
 

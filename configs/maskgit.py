@@ -30,6 +30,20 @@ choice temperature 4.5, 8 steps at 256 px and 12 at 512 px (the paper's). `launc
     python -m launch.train --config=configs/maskgit.py:released,res=256 \
         --workdir=converted/maskgit256/maskgit \
         --config.tokenizer_workdir=converted/maskgit256/tokenizer
+
+Bits mode (MaskBit, for lfq/bsq tokenizers; `maskgit.for_quantizer` picks it above 2^16 codes, or
+`--config.model.prediction=bits`): each index's b bits are split into `model.codebook_splits`
+groups (0: 2, MaskBit's choice; must divide b), each predicted by a 2^(b/splits)-way softmax,
+masked (training, with `masking.schedule`) and decoded (sampling) on its own; the loss and the eval
+NLL/accuracy are per masked group. MaskBit's released generators also use `masking.schedule` and
+`sample.schedule` "arccos", guidance `sample.guidance_base="cond"` (cond + s (cond - uncond)) with
+s 5.7-7.1 annealed by `sample.guidance_anneal="cosine<p>"` (p 2.5-3), 64 decoding steps and choice
+temperature 7.8-10.5 (14 bits: s 7.1, cosine3, 7.8); this config keeps MaskGIT's values unless
+overridden:
+
+    python -m launch.train --config=configs/maskgit.py:tiny --workdir=/tmp/maskbit_digits \
+        --config.tokenizer_workdir=/tmp/tok_lfq --config.model.prediction=bits \
+        --config.model.codebook_splits=2 --config.masking.schedule=arccos
 """
 
 import ml_collections
@@ -54,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         size=arg.size,
         num_classes=-1,  # -1: from the dataset's labels; 0: unconditional
         prediction="",  # "": maskgit.for_quantizer decides ("index", or "bits" for huge lfq/bsq)
+        codebook_splits=0,  # bits mode: bit groups per index (0: 2, MaskBit's; must divide bits)
         posemb="learned", tie_head=True, dropout=-1.0,  # -1: the size preset's dropout
     ))
     c.masking = ml_collections.ConfigDict(dict(
@@ -66,6 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample = ml_collections.ConfigDict(dict(
         num_steps=8, temperature=1.0, choice_temperature=4.5, guidance_scale=0.0, top_k=0,
         top_p=0.0, schedule="cosine", per_class=2,  # per_class: images per label in the grids
+        guidance_base="uncond",  # uncond + s (cond - uncond); "cond": MaskBit's cond + s (...)
+        guidance_anneal="none",  # "linear", or "cosine<p>" (MaskBit's power-cosine, e.g. cosine3)
     ))
     c.compute_dtype = "bfloat16"
     # Eval: masked-token NLL and accuracy on eval_examples of the eval split (fixed masks).

@@ -22,6 +22,12 @@ branch's output), its [0, 1] pixel range inside the network, a gradient-trained 
 compute. Known differences from the released training setup: the released VQ also adds an entropy
 loss (weight 0.1, temperature 0.01) that vqjax's vq quantizer does not have here, and MaskGIT's
 perceptual loss uses a ResNet-50 "pretrained_image_model" while ours is LPIPS/VGG16.
+
+Released conv tokenizers (model `taming_vqgan`, the targets of vqjax.convert.taming/llamagen):
+`taming_f16_1024`, `taming_f16_16384`, `llamagen_vq16`, and the CPU-sized `taming_tiny`
+(`taming_config` below lists how each follows its recipe):
+
+    python -m launch.train --config=configs/vqgan.py:taming_tiny --workdir=/tmp/taming_tiny
 """
 
 import ml_collections
@@ -30,7 +36,10 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, ("tiny", "maskgit", "maskgit_released"), res=0, dataset="")
+    arg = common.parse_arg(arg, ("tiny", "maskgit", "maskgit_released") + TAMING_VARIANTS,
+                           res=0, dataset="")
+    if arg.size in TAMING_VARIANTS:
+        return taming_config(arg)
     tiny = arg.size == "tiny"
     arg.res = arg.res or (32 if tiny else 256)
     c = common.common(arg)
@@ -53,5 +62,85 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if tiny:
         common.tiny_tokenizer(c)
         c.loss.r1_gamma = 0.0
+    c.lock()
+    return c
+
+
+# ------------------------------------------------------------------------------------------------
+# taming-transformers' VQGAN and LlamaGen's VQ (vqjax/models/taming_vqgan.py)
+# ------------------------------------------------------------------------------------------------
+TAMING_VARIANTS = ("taming_f16_1024", "taming_f16_16384", "llamagen_vq16", "taming_tiny")
+
+
+def taming_config(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The released taming / LlamaGen tokenizers (the targets of vqjax.convert.taming/llamagen).
+
+    Networks and quantizers as released (taming configs/imagenet_vqgan.yaml: ch 128, ch_mult
+    (1, 1, 2, 2, 4), 2 res blocks, attention at 16x16, z 256, 256-d codes, VectorQuantizer2 with
+    beta 0.25 `legacy`; LlamaGen VQ-16: the same network, 8-d l2-normalised codes, 16384 of them).
+    Training follows each recipe where the tokenizer trainer can; the differences and why:
+    - taming: L1 + LPIPS 1.0 + hinge GAN 0.8 from step 250001 with a 3-layer PatchGAN, Adam
+      betas (0.5, 0.9), lr = 4.5e-6 x batch size (taming's scaling rule). Differences: the trainer
+      has no adaptive (grad-norm ratio) GAN weight, so 0.8 is a fixed weight; the PatchGAN uses
+      GroupNorm (taming: BatchNorm) since the trainer keeps no batch statistics.
+    - LlamaGen: L2 + LPIPS 1.0 + hinge GAN 0.5 from step 20000, PatchGAN, AdamW lr 1e-4 betas
+      (0.9, 0.95) decoupled weight decay 0.05 ("adam" here is optax.adamw), grad clip 1.0,
+      batch 128. Differences: as for taming (fixed GAN weight, GroupNorm PatchGAN); LlamaGen
+      trains in bf16 autocast, these run in float32.
+    - compute_dtype float32, and converted configs set model.precision="highest" (float32 convs
+      on GPUs/TPUs too), since they reproduce the released outputs to 1e-4; for training,
+      `--config.model.precision=` (JAX's default) is faster on accelerators.
+    - `taming_tiny` is a CPU-sized network (f4, 32 -> 64 channels, attention at 8x8) for tests.
+    """
+    llamagen = arg.size == "llamagen_vq16"
+    tiny = arg.size == "taming_tiny"
+    arg.res = arg.res or (32 if tiny else 256)
+    c = common.common(arg)
+    c.trainer = "tokenizer"
+    c.dataset.name = arg.dataset or ("vqjax_photos" if tiny else "imagenet2012")
+    c.compute_dtype = "float32"
+
+    c.model = ml_collections.ConfigDict(dict(
+        name="taming_vqgan", size=arg.size, filters=128, channel_multipliers=(1, 1, 2, 2, 4),
+        num_res_blocks=2, attention_levels=(4,), z_channels=256,
+        embedding_dim=8 if llamagen else 256, dropout=0.0,
+        precision="",  # "": JAX's default (TF32 / bf16 passes on accelerators); "highest": exact
+    ))
+    codebook_size = {"taming_f16_1024": 1024, "taming_tiny": 128}.get(arg.size, 16384)
+    c.quantizer = common.quantizer_config("vq", vq=dict(
+        codebook_size=codebook_size, commitment_weight=0.25 if llamagen else 1.0,
+        use_cosine_sim=llamagen))
+    # A gradient-trained codebook with taming's/LlamaGen's loss weights (see taming_vqgan.py).
+    c.quantizer.vq.ema_update = False
+    c.quantizer.vq.codebook_weight = 1.0 if llamagen else 0.25
+
+    if llamagen:
+        c.batch_size = 128
+        c.loss = common.loss_config(
+            "maskgit", l2_weight=1.0, perceptual_weight=1.0, adversarial_weight=0.5,
+            gan_loss="hinge", r1_gamma=0.0, disc_start_step=20_000)
+        c.optimizer = ml_collections.ConfigDict(dict(
+            name="adam", lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.05, warmup_steps=0,
+            schedule="constant", grad_clip_norm=1.0,
+        ))
+        c.discriminator = common.discriminator_config(
+            name="patchgan", filters=64, num_layers=3, lr=1e-4, b1=0.9, b2=0.95)
+    else:
+        c.loss = common.loss_config(
+            "maskgit", l2_weight=0.0, l1_weight=1.0, perceptual_weight=1.0,
+            adversarial_weight=0.8, gan_loss="hinge", r1_gamma=0.0, disc_start_step=250_001)
+        lr = 4.5e-6 * c.batch_size
+        c.optimizer = ml_collections.ConfigDict(dict(
+            name="adam", lr=lr, b1=0.5, b2=0.9, weight_decay=0.0, warmup_steps=0,
+            schedule="constant", grad_clip_norm=0.0,
+        ))
+        c.discriminator = common.discriminator_config(
+            name="patchgan", filters=64, num_layers=3, lr=lr, b1=0.5, b2=0.9)
+    c.ema_decay = 0.999
+    if tiny:
+        c.model.update(dict(filters=32, channel_multipliers=(1, 1, 2), num_res_blocks=1,
+                            attention_levels=(2,), z_channels=64, embedding_dim=64))
+        common.tiny_tokenizer(c)
+        c.loss.disc_start_step = 100
     c.lock()
     return c

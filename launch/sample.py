@@ -30,6 +30,11 @@ _STEPS = flags.DEFINE_integer("steps", None, "Decoding steps (default: config.sa
 _TEMPERATURE = flags.DEFINE_float("temperature", None, "Token sampling temperature.")
 _CHOICE_TEMPERATURE = flags.DEFINE_float("choice_temperature", None, "Confidence noise scale.")
 _GUIDANCE = flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance (0: none).")
+_GUIDANCE_BASE = flags.DEFINE_enum("guidance_base", None, ["uncond", "cond"],
+                                   "uncond: uncond + s (cond - uncond); cond: MaskBit's "
+                                   "cond + s (cond - uncond) (default: config.sample).")
+_GUIDANCE_ANNEAL = flags.DEFINE_string("guidance_anneal", None, "none, linear or cosine<p> "
+                                       "(MaskBit's power-cosine) (default: config.sample).")
 _TOP_K = flags.DEFINE_integer("top_k", None, "Top-k filter (0: off).")
 _TOP_P = flags.DEFINE_float("top_p", None, "Top-p filter (0: off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
@@ -107,6 +112,7 @@ def main(argv) -> None:
     sample(_WORKDIR.value, _OUT.value, labels, _NUM.value, _SEED.value, _STEP.value,
            num_steps=_STEPS.value, temperature=_TEMPERATURE.value,
            choice_temperature=_CHOICE_TEMPERATURE.value, guidance_scale=_GUIDANCE.value,
+           guidance_base=_GUIDANCE_BASE.value, guidance_anneal=_GUIDANCE_ANNEAL.value,
            top_k=_TOP_K.value, top_p=_TOP_P.value)
 
 

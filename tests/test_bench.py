@@ -99,3 +99,25 @@ def test_maskgit_sampling_quick_writes_its_section(doc):
 def test_main_rejects_unknown_benchmark():
     with pytest.raises(SystemExit):
         bench_main.main(["--only", "nonexistent"])
+
+
+def test_maskgit_peer_quick_measures_both_steps():
+    from bench import maskgit_peer
+
+    row, _ = maskgit_peer.measure("tiny", repeats=1, with_torch=False, batch=2, grid=4)
+    assert row.vqjax_s > 0 and row.torch_s is None and row.params > 0
+    assert "not installed" in maskgit_peer.table([row])
+    torch = pytest.importorskip("torch", reason="the PyTorch peer needs torch (bench/requirements.txt)")
+    row, version = maskgit_peer.measure("tiny", repeats=1, with_torch=True, batch=2, grid=4)
+    assert row.torch_s > 0 and version == torch.__version__
+
+
+def test_accelerator_dry_run_prints_every_row(capsys):
+    from bench import accelerator
+
+    accelerator.main(["--dry-run"])
+    out = capsys.readouterr().out
+    for row in ("| ViT-VQGAN tiny 32px batch 8, float32 |", "| MaskGIT tiny train step",
+                "8-step parallel decoding |", "| attention xla, 64 tokens",
+                "| attention cudnn | not available"):
+        assert row in out, row

@@ -59,6 +59,19 @@ def test_evaluate_a_trained_run(tmp_path):
     assert "--inception_weights=random" in proc.stderr
     assert "Traceback" not in proc.stderr
 
+    # No weights anywhere (a fresh HOME): everything else is computed, rFID is reported skipped
+    # with the one command that makes the weights.
+    env = subprocess_env(**ENV, HOME=str(tmp_path / "home"))
+    env.pop("VQJAX_INCEPTION_WEIGHTS", None)
+    proc = run(evaluate_command(workdir, "--num_examples=6", "--batch_size=4"), env, timeout=300)
+    results = json.loads((workdir / "eval_2.json").read_text())
+    assert "rfid" not in results and "make fid-weights" in results["rfid_skipped"]
+    for key in ("psnr", "ssim", "lpips", "usage"):
+        assert math.isfinite(results[key]), key
+    assert results["inception_weights"] == "none" and results["examples"] == 6
+    assert "rfid skipped" in proc.stdout and "make fid-weights" in proc.stdout
+    assert "rFID/FID skipped" in proc.stderr  # said at the start, before any work
+
     with pytest.raises(evaluate.CheckpointNotFoundError, match="available steps: 2"):
         evaluate.find_run(workdir, step=7)
 
@@ -179,3 +192,35 @@ def test_evaluate_a_maskgit_run(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not a MaskGIT run"):  # a tokenizer run
         evaluate.evaluate_maskgit(evaluate.find_run(tokenizer), evaluate.EvalOptions(), None,
                                   "random")
+
+    # Weights without the classifier (the TF graph's pool3 path, as `make fid-weights` makes):
+    # said at the start, FID computed, no Inception Score.
+    import jax
+
+    from vqjax.evaluation import inception as inception_lib
+
+    pool3_only = {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in
+                  jax.tree_util.tree_leaves_with_path(inception_lib.init_inception_params(0))
+                  if path[0].key != "fc"}
+    pool3_only.update({"input_scaling/scale": np.float32(127.5 / 128),
+                       "input_scaling/offset": np.float32(-0.5 / 128)})
+    np.savez(tmp_path / "pool3.npz", **pool3_only)
+    messages = []
+    monkeypatch.setattr(evaluate.log, "warning", lambda msg, *a: messages.append(msg % a))
+    results = evaluate.evaluate(workdir, evaluate.EvalOptions(
+        inception_weights=str(tmp_path / "pool3.npz"), progress=False, **flags))
+    assert messages and "Inception Score unavailable" in messages[0]
+    assert math.isfinite(results["fid"]) and "inception_score" not in results
+    assert "no classifier" in results["inception_score_skipped"]
+    assert results["reference_stats"].endswith("_8_inception-pool3.npz")
+
+    # No weights at all: the samples' codebook usage only, FID and IS reported skipped.
+    monkeypatch.setattr(inception_lib, "DEFAULT_WEIGHTS_PATH", tmp_path / "none" / "a.npz")
+    monkeypatch.setattr(inception_lib, "DEFAULT_POOL3_WEIGHTS_PATH", tmp_path / "none" / "b.npz")
+    monkeypatch.delenv(inception_lib.WEIGHTS_ENV, raising=False)
+    messages.clear()
+    results = evaluate.evaluate(workdir, evaluate.EvalOptions(progress=False, **flags))
+    assert "make fid-weights" in results["fid_skipped"] and "fid" not in results
+    assert "inception_score" not in results and results["inception_weights"] == "none"
+    assert results["examples"] == 10 and 0 < results["usage"] <= 1
+    assert any("rFID/FID skipped" in m for m in messages)

@@ -55,8 +55,15 @@ def expected_counts(num_unknown: int, num_steps: int) -> list[int]:
     return counts
 
 
+def numpy_log_softmax(x):
+    x = np.asarray(x, np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
 # -- schedules -----------------------------------------------------------------------------------
-ALL_METHODS = ("cosine", "linear", "square", "cubic", "sqrt", "pow1.5", "log", "exp", "uniform")
+ALL_METHODS = ("cosine", "linear", "square", "cubic", "sqrt", "pow1.5", "arccos", "log", "exp",
+               "uniform")
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -78,6 +85,7 @@ def test_schedule_formulas_and_errors():
     np.testing.assert_allclose(mask_schedule.square(r), 1 - r**2, rtol=1e-6)
     np.testing.assert_allclose(mask_schedule.cubic(r), 1 - r**3, rtol=1e-6)
     np.testing.assert_allclose(mask_schedule.sqrt(r), 1 - np.sqrt(r), rtol=1e-6)
+    np.testing.assert_allclose(mask_schedule.arccos(r), np.arccos(r) / (np.pi / 2), rtol=1e-6)
     np.testing.assert_allclose(mask_schedule.log(r, 64), -np.log2(r) / 6, rtol=1e-6)
     np.testing.assert_allclose(mask_schedule.exp(r, 64), 1 - 64.0 ** -(1 - r), rtol=1e-6)
     with pytest.raises(ValueError, match="unknown mask schedule"):
@@ -145,6 +153,25 @@ def test_guidance_formula_in_one_batched_call():
     assert float(sampler.guidance_scale_at(0, 4, 5.0, "linear")) == pytest.approx(2.0)
     assert float(sampler.guidance_scale_at(3, 4, 5.0, "linear")) == pytest.approx(5.0)
     assert float(sampler.guidance_scale_at(1, 4, 5.0)) == 5.0
+    # MaskBit's form: cond + s (cond - uncond) (s = 0: the conditional model), the same family
+    guided = sampler.model_logits(logits_fn, tokens, labels, 3.0, null_label=2,
+                                  guidance_base="cond")
+    np.testing.assert_allclose(guided, cond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sampler.guided_logits(cond, uncond, 4.0), guided, rtol=1e-5,
+                               atol=1e-5)
+    assert float(sampler.guidance_scale_at(0, 4, 6.0, "linear", "cond")) == pytest.approx(1.5)
+    assert float(sampler.guidance_scale_at(3, 4, 6.0, "linear", "cond")) == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="guidance_base"):
+        sampler.guided_logits(cond, uncond, 1.0, "both")
+    # MaskBit's power-cosine anneal: s * (1 - cos(pi (i/T)^p)) / 2 on top of the conditional model
+    for i in range(8):
+        maskbit = 7.1 * (1 - np.cos(np.pi * (i / 8) ** 3.0)) / 2
+        assert float(sampler.guidance_scale_at(i, 8, 7.1, "cosine3", "cond")) == pytest.approx(
+            maskbit, abs=1e-5)
+        assert float(sampler.guidance_scale_at(i, 8, 8.1, "cosine3")) == pytest.approx(
+            1 + maskbit, abs=1e-5)
+    with pytest.raises(ValueError, match="guidance anneal"):
+        sampler.guidance_scale_at(0, 8, 2.0, "cosine-1")
 
 
 def test_guidance_steers_decoding():
@@ -166,13 +193,9 @@ def test_guidance_steers_decoding():
 
 # -- parallel decoding ---------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def jitted_decode(num_indices=None, prediction="index", **options):
-    if prediction == "bits":
-        logits_fn = bits_target_logits_fn(num_indices)
-    else:
-        logits_fn = table_logits_fn(num_indices)
+def jitted_decode(num_indices=None, **options):
     return jax.jit(functools.partial(
-        decode, logits_fn, mask_token_id=MASK, prediction=prediction, return_history=True,
+        decode, table_logits_fn(num_indices), mask_token_id=MASK, return_history=True,
         **options))
 
 
@@ -222,26 +245,87 @@ def test_decode_multi_index_positions():
     assert np.all((history == MASK).all(-1) == (history == MASK).any(-1))
 
 
-BITS = 3  # the toy bits model: vocabulary 2^3 = V
-TARGETS = np.arange(N) % V
+# -- bits mode (MaskBit): every bit group is a decoding unit ---------------------------------------
+SPLITS, GROUP_VALUES = 2, 4  # 4-bit indices as 2 groups of 2 bits; group mask id 4
+GROUP_MASK = GROUP_VALUES
 
 
-def bits_target_logits_fn(num_indices=None):
-    """Bit logits +-20 spelling fixed target indices (index = sum bit_i 2^i)."""
-    bits = np.asarray(sampler.indices_to_bits(TARGETS, BITS), np.float32)  # [N, b]
-    if num_indices is not None:
-        bits = np.repeat(bits[:, None], num_indices, axis=1)  # [N, Q, b]
-    logits = jnp.asarray(20.0 * (2.0 * bits - 1.0))
-    return lambda tokens, labels: jnp.broadcast_to(logits, (tokens.shape[0],) + logits.shape)
+def group_table_logits_fn(num_indices=None, seed=5):
+    """Fixed random group logits [B, N, (Q,) S, 4]; group 0 sharp, group 1 flat (so the confident
+    groups of a step are group-0 units), ignoring the tokens."""
+    tail = (SPLITS, GROUP_VALUES) if num_indices is None else (num_indices, SPLITS, GROUP_VALUES)
+    table = np.array(jax.random.normal(jax.random.key(seed), (N,) + tail), np.float32)
+    table[..., 0, :] *= 6.0
+    table[..., 1, :] *= 0.3
+
+    def logits_fn(tokens, labels):
+        assert tokens.shape[1:] == (N,) + tail[:-1], tokens.shape  # group tokens
+        return jnp.broadcast_to(jnp.asarray(table), (tokens.shape[0], N) + tail)
+
+    return logits_fn, table
+
+
+def test_bits_decode_step_keeps_the_most_confident_groups():
+    """Step 0 of greedy per-group decoding by hand: every group takes its argmax, confidence =
+    its log-probability; the floor(M cos(pi/2 / T)) least confident groups are re-masked."""
+    logits_fn, table = group_table_logits_fn()
+    num_steps, units = 4, N * SPLITS
+    run = jax.jit(functools.partial(
+        decode, logits_fn, mask_token_id=GROUP_MASK, prediction="bits", num_steps=num_steps,
+        temperature=0.0, choice_temperature=0.0, return_history=True))
+    tokens = jnp.full((2, N, SPLITS), GROUP_MASK, jnp.int32)
+    out = run(tokens, jax.random.key(0))
+    history = np.asarray(out.history)  # [T, B, N, S]
+    assert out.tokens.shape == (2, N, SPLITS) and history.shape == (num_steps, 2, N, SPLITS)
+
+    log_p = numpy_log_softmax(table.astype(np.float64)).reshape(units, GROUP_VALUES)
+    greedy, confidence = log_p.argmax(-1), log_p.max(-1)  # per group, row-major (n, s)
+    remasked = math.floor(units * math.cos(math.pi / 2 / num_steps))  # 29 of 32
+    kept = np.argsort(-confidence, kind="stable")[: units - remasked]
+    expected = np.full(units, GROUP_MASK)
+    expected[kept] = greedy[kept]
+    for b in range(2):
+        np.testing.assert_array_equal(history[0, b].reshape(units), expected)
+    # the 3 kept groups are all sharp group-0 units: their positions are now partly known
+    assert np.all(kept % SPLITS == 0)
+    # counts over groups follow the schedule; greedy decoding ends at every group's argmax
+    assert np.asarray(out.num_masked)[:, 0].tolist() == expected_counts(units, num_steps)
+    np.testing.assert_array_equal(np.asarray(out.tokens)[0].reshape(units), greedy)
+    for t in range(num_steps):  # a revealed group never changes afterwards
+        revealed = history[t] != GROUP_MASK
+        np.testing.assert_array_equal(history[t][revealed], np.asarray(out.tokens)[revealed])
 
 
 @pytest.mark.parametrize("num_indices", [None, 2])
-def test_decode_bits_mode(num_indices):
-    out = jitted_decode(num_indices=num_indices, prediction="bits")(
-        all_masked(batch=2, num_indices=num_indices), jax.random.key(0))
-    expected = TARGETS if num_indices is None else np.repeat(TARGETS[:, None], 2, axis=1)
-    np.testing.assert_array_equal(out.tokens, np.broadcast_to(expected, out.tokens.shape))
-    assert np.asarray(out.num_masked)[:, 0].tolist() == expected_counts(16, 8)
+def test_bits_decode_keeps_known_groups_and_samples_the_rest(num_indices):
+    logits_fn, _ = group_table_logits_fn(num_indices)
+    tail = (SPLITS,) if num_indices is None else (num_indices, SPLITS)
+    known = np.asarray(jax.random.randint(jax.random.key(1), (2, N) + tail, 0, GROUP_VALUES))
+    unknown = np.array(jax.random.bernoulli(jax.random.key(2), 0.6, known.shape))
+    unknown[1] = True  # example 1 from scratch
+    tokens = jnp.asarray(np.where(unknown, GROUP_MASK, known), jnp.int32)
+    out = jax.jit(functools.partial(
+        decode, logits_fn, mask_token_id=GROUP_MASK, prediction="bits", num_steps=5))(
+        tokens, jax.random.key(3))
+    final = np.asarray(out.tokens)
+    assert final.shape == tokens.shape and final.min() >= 0 and final.max() < GROUP_VALUES
+    np.testing.assert_array_equal(final[~unknown], known[~unknown])  # known groups kept
+    counts = np.asarray(out.num_masked)
+    assert counts[:, 0].tolist() == expected_counts(int(unknown[0].sum()), 5)
+    assert counts[:, 1].tolist() == expected_counts(unknown[1].size, 5)
+
+
+def test_bits_autoregressive_fills_a_position_per_forward():
+    logits_fn, table = group_table_logits_fn(num_indices=2)
+    tokens = jnp.full((2, N, 2, SPLITS), GROUP_MASK, jnp.int32).at[0, 3, 1, 0].set(2)
+    out = jax.jit(functools.partial(
+        autoregressive_decode, logits_fn, mask_token_id=GROUP_MASK, prediction="bits",
+        temperature=0.0))(tokens, jax.random.key(0))
+    greedy = numpy_log_softmax(table).argmax(-1)  # [N, Q, S]
+    expected = np.broadcast_to(greedy, (2,) + greedy.shape).copy()
+    expected[0, 3, 1, 0] = 2  # a known group is kept, its position's other groups sampled
+    np.testing.assert_array_equal(out.tokens, expected)
+    assert np.asarray(out.num_masked)[:, 1].tolist() == list(range(N - 1, -1, -1))
 
 
 def test_bits_indices_round_trip_matches_lfq():

@@ -31,6 +31,7 @@ def test_summary_of_a_finished_run_uses_relative_paths(tmp_path, monkeypatch):
     assert "images:      runs/tok/images/reconstructions_00000200.png" in text
     assert "tensorboard --logdir=runs/tok/tensorboard" in text
     assert "python -m launch.evaluate --workdir=runs/tok" in text
+    assert "--config=configs/maskgit.py:tiny,dataset=vqjax_photos" in text
     assert "--config.tokenizer_workdir=runs/tok" in text
     assert str(tmp_path) not in text and "rerun" not in text
 

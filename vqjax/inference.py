@@ -256,8 +256,9 @@ class MaskGIT:
     def logits(self, tokens, labels=None) -> jax.Array:
         """tokens int32 [B, h, w] (`mask_token_id` where masked; [B, h, w, Q] for multi-index
         tokens), labels int32 [B] or None (unconditional: the null label) -> float32 logits
-        [B, h, w, codebook_size] ([B, h, w, Q, codebook_size]; bits mode: one logit per bit,
-        [B, h, w(, Q), log2(codebook_size)], bit_i = logit_i > 0)."""
+        [B, h, w, codebook_size] ([B, h, w, Q, codebook_size]). Bits mode: the model's group
+        tokens [B, h, w, (Q,) S] (`model.model_tokens(indices)`, `mask_token_id` = 2^k per
+        masked group) -> group logits [B, h, w, (Q,) S, 2^k], one softmax per group of k bits."""
         tokens = jnp.asarray(tokens, jnp.int32)
         if labels is None:
             return self._split(self._logits_unconditional, self.params, tokens)
@@ -395,7 +396,7 @@ def _load_maskgit(workdir, step, config, use_ema, mesh) -> MaskGIT:
     size = int(config.dataset.image_size)
     grid = tuple(tokenizer.model.token_grid(size, size))
     token_shape = grid + ((model.num_indices,) if model.index_axes else ())
-    tokens = jnp.zeros((1, *token_shape), jnp.int32)
+    tokens = model.model_tokens(jnp.zeros((1, *token_shape), jnp.int32))  # bits mode: groups
     labels = None if model.num_classes is None else jnp.zeros((1,), jnp.int32)
     abstract = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, tokens, labels))
     # A run with ema_decay 0 keeps a copy of its params as ema_params: either field works.

@@ -1,6 +1,6 @@
 """Released checkpoints -> ordinary vqjax runs (`python -m launch.convert --from=NAME ...`).
 
-One module per source (`vqjax.convert.maskgit`, ...): each reads the released files, infers the
+One module per source (`vqjax.convert.maskgit`, `taming`, `llamagen`): each reads the released files, infers the
 architecture from the checkpoint tree, checks every key and shape against the vqjax model it
 builds, and returns (config, variables) for the shared writers in `vqjax.convert.common`, which
 write a run (Orbax checkpoint at step 0 + config) atomically. The written runs are loaded by

@@ -6,7 +6,8 @@
     state = it.get_state()      # save in the checkpoint; it.set_state(state) resumes exactly
 
 Datasets come from tfds by name; `vqjax_photos` and `vqjax_digits` are built from files that ship
-inside scikit-image / scikit-learn on first use. See docs/data.md and `pipeline.py` for the
+inside scikit-image / scikit-learn on first use; `image_folder` reads a folder of JPEG/PNG/WebP
+files (data_dir=DIR with DIR/train/<class>/..., see `folder.py`). See docs/data.md and `pipeline.py` for the
 determinism rule (the global batch at step t does not depend on the number of processes).
 """
 
@@ -17,6 +18,7 @@ from vqjax.data.builtin import (
     ensure_built,
     is_builtin,
 )
+from vqjax.data.folder import ImageFolderError, ImageFolderSource
 from vqjax.data.pipeline import (
     CenterCrop,
     DatasetNotFoundError,
@@ -29,6 +31,7 @@ from vqjax.data.pipeline import (
     input_pipeline,
     make_source,
     preprocess_ops,
+    record_class_names,
 )
 
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "CenterCrop",
     "DatasetNotFoundError",
     "DecodeImage",
+    "ImageFolderError",
+    "ImageFolderSource",
     "InputIterator",
     "RandomFlip",
     "RandomResizedCrop",
@@ -48,4 +53,5 @@ __all__ = [
     "is_builtin",
     "make_source",
     "preprocess_ops",
+    "record_class_names",
 ]

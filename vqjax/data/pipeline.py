@@ -36,17 +36,16 @@ from typing import Any
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
+from PIL import Image, ImageOps
 
-from vqjax.data import builtin
+from vqjax.data import builtin, errors, folder
 
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_UNREADABLE = 64
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not prepared (as array_record files) in the data_dir."""
+DatasetNotFoundError = errors.DatasetNotFoundError
 
 
 # ------------------------------------------------------------------------------------------------
@@ -70,16 +69,56 @@ def _how_to_prepare(name: str, data_dir: str) -> str:
     return "\n  ".join(lines)
 
 
+def _close_names(name: str) -> list[str]:
+    """Known dataset names that look like `name` (a typo's likely intent)."""
+    import difflib
+
+    try:
+        known = list(tfds.core.registered.list_imported_builders())
+    except Exception:  # noqa: BLE001 - suggestions are a courtesy
+        known = []
+    known += [*builtin.BUILTIN_DATASETS, folder.NAME]
+    return difflib.get_close_matches(name.split("/")[0].split(":")[0], known, n=3, cutoff=0.7)
+
+
+def _unknown_dataset_message(name: str, data_dir: str) -> str:
+    close = _close_names(name)
+    return "\n  ".join([
+        f"Dataset {name!r} is unknown: not a built-in dataset, not image_folder, not a tfds "
+        f"name, and not prepared in data_dir {data_dir!r}."
+        + (f" Did you mean {' or '.join(close)}?" if close else ""),
+        f"Built-in (offline, built on first use): {', '.join(sorted(builtin.BUILTIN_DATASETS))}"
+        " (e.g. vqjax_photos/128).",
+        "Your own images: --config.dataset.name=image_folder --config.dataset.data_dir=DIR "
+        "(DIR/train/<class>/*.jpg, DIR/validation/...).",
+        "A tfds dataset: its tfds name (imagenet2012, celeb_a_hq/256, cifar10, ...; see "
+        "https://www.tensorflow.org/datasets/catalog), prepared once as array_record in data_dir: "
+        f"tfds build NAME --data_dir={data_dir} --file_format=array_record; or one written by "
+        "python -m launch.prepare_data, by the name it printed.",
+    ])
+
+
 def make_source(
     name: str, split: str, data_dir: str | os.PathLike | None = None, *, decode_images: bool = True
 ):
-    """The tfds random-access data source of `name`/`split` (array_record files in `data_dir`).
+    """The random-access data source of `name`/`split`: tfds array_record files in `data_dir`,
+    or an image folder (`name="image_folder"`, `data_dir` = the folder holding train/ ...).
 
     Built-in datasets (`vqjax_photos`, `vqjax_digits`) are built on first use. With
     `decode_images=False` images come back as encoded bytes (the pipeline decodes them itself so
-    that an undecodable one can be skipped). Raises `DatasetNotFoundError` when the dataset is not
-    prepared there.
+    that an undecodable one can be skipped); an image folder always gives bytes. Raises
+    `DatasetNotFoundError` when the dataset is not prepared there, or the folder holds no images
+    (`folder.ImageFolderError`, a subclass; the message lists what it found).
     """
+    if folder.is_image_folder(name):
+        if not data_dir:
+            raise folder.ImageFolderError(
+                "dataset.name='image_folder' needs dataset.data_dir: the folder holding train/ "
+                "(and validation/ or val/), e.g. --config.dataset.data_dir=/data/my_images")
+        source = folder.ImageFolderSource(data_dir, split)
+        if decode_images:
+            return _DecodedSource(source)
+        return source
     data_dir = builtin.default_data_dir(data_dir)
     if builtin.is_builtin(name):
         builder = builtin.ensure_built(name, data_dir)
@@ -87,10 +126,7 @@ def make_source(
         try:
             builder = tfds.builder(name, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError as error:
-            raise DatasetNotFoundError(
-                f"Dataset {name!r} is unknown to tfds and not found in data_dir {data_dir!r}.\n  "
-                + _how_to_prepare(name, data_dir)
-            ) from error
+            raise DatasetNotFoundError(_unknown_dataset_message(name, data_dir)) from error
         if not builder.is_prepared():
             raise DatasetNotFoundError(
                 f"Dataset {name!r} is not prepared in data_dir {data_dir!r} "
@@ -112,9 +148,46 @@ def make_source(
         ) from error
 
 
+class _DecodedSource:
+    """A source of encoded images that decodes them on access (`make_source(decode_images=True)`)."""
+
+    def __init__(self, source):
+        self._source, self._decode = source, DecodeImage()
+        self.class_names = getattr(source, "class_names", None)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict:
+        return self._decode.map(self._source[index])
+
+
 # ------------------------------------------------------------------------------------------------
 # Preprocessing: grain transforms on {"image": ..., "label": ...} dicts
 # ------------------------------------------------------------------------------------------------
+
+
+def pil_to_rgb(pil: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Any decoded PIL image -> uint8 [H, W, 3] RGB, upright.
+
+    The EXIF orientation is applied (photos from cameras and phones); greyscale is repeated,
+    CMYK converted (Pillow handles Adobe's inverted CMYK JPEGs), 16-bit greyscale scaled to 8
+    bits, and transparency (RGBA, LA, palette with a transparent colour) composited over
+    `background` (white), so that transparent pixels do not show whatever colour they store.
+    """
+    ImageOps.exif_transpose(pil, in_place=True)  # (a copy otherwise, even when upright)
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+        sixteen_bit = np.asarray(pil, np.float64)  # 0..65535 (PNG's 16-bit greyscale)
+        pil = Image.fromarray(np.round(sixteen_bit / 257.0).clip(0, 255).astype(np.uint8))
+    if pil.mode == "P" and "transparency" in pil.info:
+        pil = pil.convert("RGBA")
+    if pil.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = pil.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        pil = Image.alpha_composite(canvas, rgba)
+    return np.asarray(pil.convert("RGB"))
+
+
 
 
 def _resize_box(image: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
@@ -133,7 +206,7 @@ class DecodeImage(grain.transforms.Map):
         image = element[self.key]
         if isinstance(image, (bytes, np.bytes_)):
             with Image.open(io.BytesIO(image)) as pil:
-                image = np.asarray(pil.convert("RGB"))  # decodes fully: corrupt data raises here
+                image = pil_to_rgb(pil)  # decodes fully: corrupt data raises here
         else:
             image = np.asarray(image)
             if image.ndim == 2:
@@ -387,6 +460,7 @@ class StreamInfo:
     num_classes: int | None  # from the tfds ClassLabel feature; None when unknown
     process_index: int
     process_count: int
+    class_names: tuple[str, ...] | None = None  # label id -> name, when the dataset names them
 
     @property
     def steps_per_epoch(self) -> int:
@@ -524,7 +598,8 @@ def input_pipeline(
     """This process's iterator over the global batches of `dataset`/`split`.
 
     Args:
-      dataset: a tfds name ("imagenet2012", "celeb_a_hq/256", "vqjax_photos/64", ...) or any
+      dataset: a tfds name ("imagenet2012", "celeb_a_hq/256", "vqjax_photos/64", ...),
+        "image_folder" (`data_dir` holds train/ and validation/ or val/: see `folder.py`), or any
         random-access sequence of {image_key: encoded bytes or uint8 array, label_key: int}.
       global_batch_size: examples per step over all processes (divisible by process_count).
       train: shuffle, endless, random-resized crop + flip, the partial last batch dropped. Eval
@@ -578,6 +653,12 @@ def input_pipeline(
 
     features = getattr(getattr(source, "dataset_info", None), "features", None)
     label_feature = features[label_key] if features is not None and label_key in features else None
+    class_names = getattr(source, "class_names", None)  # image folders
+    if class_names is None and getattr(label_feature, "names", None):
+        class_names = label_feature.names
+    num_classes = getattr(label_feature, "num_classes", None)
+    if num_classes is None and class_names:
+        num_classes = len(class_names)
     info = StreamInfo(
         dataset=name,
         split=split,
@@ -585,9 +666,10 @@ def input_pipeline(
         local_batch_size=local_batch_size,
         image_size=image_size,
         num_examples=len(source),
-        num_classes=getattr(label_feature, "num_classes", None),
+        num_classes=num_classes,
         process_index=process_index,
         process_count=process_count,
+        class_names=tuple(class_names) if class_names else None,
     )
     identity = {"dataset": name, "split": split, "seed": seed, "global_batch_size": global_batch_size}
     return InputIterator(
@@ -599,3 +681,28 @@ def input_pipeline(
         num_workers=num_workers,
         info=info,
     )
+
+
+def record_class_names(dataset_config, *, require_eval_split: bool = False) -> None:
+    """For an image folder, store its class names (label id -> class folder name, sorted) in
+    `dataset_config.class_names`, so that the run's saved config names its labels (sampling,
+    notebooks). Other datasets are left unchanged (tfds keeps the names in its dataset_info).
+
+    Run before training: a folder without train/ or without images fails here, listing what it
+    holds; with `require_eval_split`, so does one without the eval split (not after the first
+    training steps, at the first evaluation).
+    """
+    if not folder.is_image_folder(dataset_config.name):
+        return
+    source = folder.ImageFolderSource(dataset_config.data_dir,
+                                      dataset_config.get("train_split", "train"))
+    eval_split = dataset_config.get("eval_split", "validation")
+    if require_eval_split:
+        try:
+            folder.split_directory(dataset_config.data_dir, eval_split)
+        except folder.ImageFolderError as error:
+            raise folder.ImageFolderError(
+                f"{error}\n  (the run evaluates on it every config.eval_every_steps: add the "
+                "folder, or set --config.eval_every_steps=0)") from None
+    with dataset_config.unlocked():
+        dataset_config.class_names = list(source.class_names)

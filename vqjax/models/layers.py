@@ -10,7 +10,9 @@ channels to hand it, so that changing the quantizer's name in a config is the on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -279,6 +281,75 @@ class FeedForward(nn.Module):
         return dense(features, "wo")(h)
 
 
+# -- attention ---------------------------------------------------------------------------------
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+
+_FORCED_ATTENTION: list[str] = []
+
+
+@contextlib.contextmanager
+def force_attention(implementation: str):
+    """Within the block, models built with attention "auto" trace with `implementation` ("xla" or
+    "cudnn") instead: for benchmarks and debugging (compare memory and speed of both)."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS[1:]:
+        raise ValueError(f"force_attention({implementation!r}): choose xla or cudnn")
+    _FORCED_ATTENTION.append(implementation)
+    try:
+        yield
+    finally:
+        _FORCED_ATTENTION.pop()
+
+
+def attention_backend(implementation: str, dtype, head_dim: int) -> str:
+    """"xla" or "cudnn" for `jax.nn.dot_product_attention`. "auto" picks cuDNN's fused flash
+    attention on NVIDIA GPUs where it applies (bf16/fp16, head_dim a multiple of 8 up to 128):
+    it never materialises the [B, heads, N, N] scores, which at 512 px with 8 px patches
+    (4,096 tokens) dominate a ViT-VQGAN's activation memory. XLA's fused softmax elsewhere."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {implementation!r}; choose one of "
+                         f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
+    if implementation != "auto":
+        return implementation
+    if _FORCED_ATTENTION:
+        return _FORCED_ATTENTION[-1]
+    on_gpu = jax.default_backend() == "gpu"
+    fits = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if on_gpu and fits else "xla"
+
+
+def dot_product_attention(query: Array, key: Array, value: Array, mask: Array | None = None,
+                          dropout_rng: Array | None = None, dropout_rate: float = 0.0,
+                          broadcast_dropout: bool = True, deterministic: bool = True,
+                          dtype: Dtype | None = None, precision=None,
+                          force_fp32_for_softmax: bool = True,
+                          implementation: str = "auto") -> Array:
+    """The one attention of every transformer here (ViT-VQGAN, MaskGIT), as Flax's
+    `MultiHeadDotProductAttention(attention_fn=...)`: query/key/value [B, N, heads, head_dim]
+    -> [B, N, heads, head_dim]; `mask` broadcastable to [B, heads, N, N] (True: attend).
+
+    Built on `jax.nn.dot_product_attention` (cuDNN flash attention on GPUs, see
+    `attention_backend`). Attention-weight dropout needs the weights themselves, which a fused
+    kernel never forms: while it is active (training with attention_dropout_rate > 0) Flax's
+    einsum attention runs instead. Softmax runs in float32 under XLA whatever the dtype."""
+    if dropout_rate > 0.0 and not deterministic:
+        return nn.dot_product_attention(
+            query, key, value, mask=mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
+            broadcast_dropout=broadcast_dropout, deterministic=False, dtype=dtype,
+            precision=precision, force_fp32_for_softmax=force_fp32_for_softmax)
+    dtype = dtype or query.dtype
+    backend = attention_backend(implementation, dtype, query.shape[-1])
+    query, key, value = (x.astype(dtype) for x in (query, key, value))
+    if backend == "xla" and force_fp32_for_softmax and jnp.dtype(dtype) != jnp.float32:
+        # XLA: the scores and softmax in float32 (as Flax's force_fp32_for_softmax), the
+        # weighted sum in the compute dtype.
+        out = jax.nn.dot_product_attention(query.astype(jnp.float32), key.astype(jnp.float32),
+                                           value.astype(jnp.float32), mask=mask,
+                                           implementation="xla")
+        return out.astype(dtype)
+    return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=backend)
+
+
 class TransformerBlock(nn.Module):
     """Pre-LN block: x + Drop(MHSA(LN(x))), then x + Drop(FF(LN(x))). Tokens [B, N, D]."""
 
@@ -287,6 +358,7 @@ class TransformerBlock(nn.Module):
     feed_forward: str = "mlp"
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
+    attention_implementation: str = "auto"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -306,6 +378,8 @@ class TransformerBlock(nn.Module):
             kernel_init=_dense_init,
             dropout_rate=self.attention_dropout_rate,
             force_fp32_for_softmax=True,
+            attention_fn=functools.partial(dot_product_attention,
+                                           implementation=self.attention_implementation),
             name="attention",
         )(h, h, deterministic=deterministic)
         x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
@@ -329,6 +403,7 @@ class Transformer(nn.Module):
     feed_forward: str = "mlp"
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
+    attention_implementation: str = "auto"
     remat: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -345,6 +420,7 @@ class Transformer(nn.Module):
                 feed_forward=self.feed_forward,
                 dropout_rate=self.dropout_rate,
                 attention_dropout_rate=self.attention_dropout_rate,
+                attention_implementation=self.attention_implementation,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"block_{index:02d}",

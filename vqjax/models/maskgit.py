@@ -5,15 +5,20 @@ transformer over the token indices of any vqjax tokenizer, trained to predict ma
     variables = model.init({"params": rng}, tokens, labels)     # tokens int [B, h, w], labels [B]
     logits = model.apply(variables, tokens, labels)              # [B, h, w, vocab_size] float32
 
-    # training (pure helpers below)
-    masked, mask = mask_tokens(rng, tokens, mask_token_id=model.mask_token_id)
+    # training (pure helpers below); tokens: the tokenizer's indices
+    masked, targets, mask = mask_for_training(model, rng, tokens)       # per the mask schedule
     labels = drop_labels(rng, labels, model.null_label, rate=0.1)      # classifier-free guidance
     logits = model.apply(variables, masked, labels, train=True, rngs={"dropout": rng})
-    loss = masked_cross_entropy(logits, tokens, mask, label_smoothing=0.1)
+    loss, metrics = loss_and_metrics(logits, targets, mask, model.prediction, label_smoothing=0.1)
 
     # sampling: MaskGIT's parallel decoding (vqjax.sampling)
     out = jax.jit(functools.partial(generate, model, grid=(16, 16), num_steps=8))(
         variables, rng, labels)                                  # out.tokens [B, h, w]
+
+    # bits mode (MaskBit) for an lfq/bsq tokenizer with 2^14 codes: two 128-way group softmaxes
+    model = create("B", vocab_size=2**14, prediction="bits", codebook_splits=2)
+    groups = model.model_tokens(tokens)                          # [B, h, w, 2] in [0, 128)
+    logits = model.apply(variables, groups, labels)              # [B, h, w, 2, 128] float32
 
 Inputs: token embeddings + 2D position embeddings over the h x w grid, a class token prepended
 (label embedding; `num_classes + 1` rows, the last one the null label used for unconditional
@@ -31,13 +36,19 @@ stays h*w long whatever Q) and there is ONE HEAD PER INDEX q (its own Dense-GELU
 to table q), giving logits [B, h, w, Q, vocab_size]. The Q indices of a position are predicted
 independently given the context (decoding samples them jointly per position).
 
-Bits mode (`prediction="bits"`, MaskBit-style, for lfq/bsq's implicit 2^b codebooks): there is no
-embedding table. Tokens are still indices (lfq convention: bit_i = (index >> i) & 1, code_i = +-1);
-the input embedding is a linear map of the +-1 bits of the Q indices of a position (masked indices
-contribute zeros) plus a learned mask embedding per masked index, and the head emits one logit per
-bit, [B, h, w, b] ([B, h, w, Q, b]): independent Bernoullis, so a 2^18 vocabulary costs an
-18-way output instead of a 262144-way softmax. `bits_to_indices` turns sampled bits into indices.
-The mask id is again `vocab_size` = 2^b, so b <= 30 (int32); larger sign codebooks are `grouped`.
+Bits mode (`prediction="bits"`, MaskBit's `LFQBert`, for lfq/bsq's implicit 2^b codebooks): the
+b bits of an index (lfq convention: bit_i = (index >> i) & 1, code_i = +-1) are split into
+S = `codebook_splits` groups of k = b/S consecutive bits, group s = (index >> s*k) & (2^k - 1)
+(MaskBit's `split_factorized_tokens`). The model's tokens are these GROUP TOKENS, [B, h, w, S]
+([B, h, w, Q, S] for Q indices), each in [0, 2^k) or the group mask id `mask_token_id == 2^k`;
+groups are masked, predicted and decoded independently (`model_tokens(indices)` /
+`token_indices(groups)` convert). There is no embedding table: the input is a linear map (Dense
+with bias) of the +-1 bits of all groups of a position, masked groups' bits set to 0, no mask
+embedding. The head is untied and gives one 2^k-way softmax per group: logits [B, h, w, S, 2^k]
+([B, h, w, Q, S, 2^k]). For 14 bits and S = 2: two 128-way softmaxes instead of one 16384-way.
+S = b gives one 2-way softmax per bit. Default S (codebook_splits=None): 2, MaskBit's choice for
+all its 10-18-bit models, when it divides b; else the smallest divisor of b above 1. b <= 30
+(indices are int32).
 
 BERT architecture (`architecture="bert"`, `create("released")`): the network of MaskGIT's released
 checkpoints (`maskgit/nets/maskgit_transformer.py`), which `python -m launch.convert --from=maskgit`
@@ -75,7 +86,7 @@ from vqjax.sampling.sampler import bits_to_indices, indices_to_bits  # noqa: F40
 Array = jax.Array
 MODEL = "maskgit"
 PREDICTIONS = sampler.PREDICTIONS
-MAX_BITS = 30  # the mask id 2^b must fit in int32
+MAX_BITS = 30  # indices are int32
 # for_quantizer's default: predict bits for sign quantizers with more codes than this.
 BITS_ABOVE_CODEBOOK_SIZE = 2**16
 
@@ -119,7 +130,8 @@ class MaskGIT(nn.Module):
 
     Fields: `vocab_size` (codes per index: the quantizer's codebook_size), `indices_per_position`
     (None: tokens [B, h, w]; Q: tokens [B, h, w, Q] from rvq/grouped), `prediction` ("index" |
-    "bits"), `num_classes` (None: no class token), `size` (a name in SIZES, a TransformerSize or a
+    "bits"), `codebook_splits` (bits mode: groups per index, None: `default_codebook_splits`),
+    `num_classes` (None: no class token), `size` (a name in SIZES, a TransformerSize or a
     4-tuple), `tie_head` (index mode: logits from the token embedding, else a Dense), `posemb`
     ("learned" | "sincos2d"), `feed_forward`, `dropout_rate`, `attention_dropout_rate`, `remat`,
     `dtype` (compute), `param_dtype`, `architecture` ("vqjax": the above; "bert": MaskGIT's
@@ -130,6 +142,7 @@ class MaskGIT(nn.Module):
     vocab_size: int = 1024
     indices_per_position: int | None = None
     prediction: str = "index"
+    codebook_splits: int | None = None
     num_classes: int | None = 1000
     size: Any = "B"
     tie_head: bool = True
@@ -145,11 +158,12 @@ class MaskGIT(nn.Module):
     # -- configuration, usable on an unbound model -------------------------------------------
     @property
     def mask_token_id(self) -> int:
-        """The id of the mask token: an extra embedding row after the vocab_size codes (bert: after
-        the codes and the class tokens, the last row of the one vocabulary)."""
+        """The id of the mask token: vocab_size (an extra embedding row after the codes); bits
+        mode: 2^k, the group mask id (one past the 2^k values of a group); bert: the last row of
+        the one vocabulary, after the codes and the class tokens."""
         if self.architecture == "bert":
             return int(self.vocab_size) + int(self.num_classes or 0)
-        return int(self.vocab_size)
+        return self.group_size if self.prediction == "bits" else int(self.vocab_size)
 
     @property
     def null_label(self) -> int | None:
@@ -172,9 +186,53 @@ class MaskGIT(nn.Module):
         return int(self.vocab_size).bit_length() - 1
 
     @property
+    def num_splits(self) -> int:
+        """S, the bit groups per index (bits mode; 1 in index mode)."""
+        if self.prediction != "bits":
+            return 1
+        if self.codebook_splits is None:
+            return default_codebook_splits(self.num_bits)
+        return int(self.codebook_splits)
+
+    @property
+    def group_bits(self) -> int:
+        """k = b / S, the bits of one group (bits mode)."""
+        return self.num_bits // self.num_splits
+
+    @property
+    def group_size(self) -> int:
+        """2^k, the values of one bit group: the size of each group softmax (bits mode)."""
+        return 2**self.group_bits
+
+    @property
+    def token_axes(self) -> int:
+        """Trailing axes of the model's tokens after [B, h, w]: index_axes, plus the group axis S
+        in bits mode (tokens [B, h, w, (Q,) S])."""
+        return self.index_axes + (1 if self.prediction == "bits" else 0)
+
+    @property
+    def token_shape_tail(self) -> tuple[int, ...]:
+        """The model's token shape after [B, h, w]: (), (Q,), (S,) or (Q, S)."""
+        tail = (self.num_indices,) if self.index_axes else ()
+        return tail + ((self.num_splits,) if self.prediction == "bits" else ())
+
+    @property
     def output_size(self) -> int:
-        """Size of the last logits axis: vocab_size ("index") or num_bits ("bits")."""
-        return self.num_bits if self.prediction == "bits" else int(self.vocab_size)
+        """Size of the last logits axis: vocab_size ("index") or 2^k ("bits")."""
+        return self.group_size if self.prediction == "bits" else int(self.vocab_size)
+
+    def model_tokens(self, indices: Array) -> Array:
+        """The tokenizer's indices [B, h, w(, Q)] -> this model's tokens: the indices themselves
+        ("index"), or their bit groups [B, h, w, (Q,) S] ("bits", `split_bit_groups`)."""
+        if self.prediction != "bits":
+            return indices
+        return split_bit_groups(indices, self.num_bits, self.num_splits)
+
+    def token_indices(self, tokens: Array) -> Array:
+        """Inverse of `model_tokens` (no mask ids): model tokens -> indices [B, h, w(, Q)]."""
+        if self.prediction != "bits":
+            return tokens
+        return combine_bit_groups(tokens, self.group_bits)
 
     @property
     def bert_vocab_size(self) -> int:
@@ -212,9 +270,22 @@ class MaskGIT(nn.Module):
             if v & (v - 1) or self.num_bits > MAX_BITS:
                 raise ValueError(
                     f"{MODEL}: prediction='bits' needs `vocab_size` = 2**b with b <= {MAX_BITS} "
-                    f"(the mask id 2**b must fit in int32), got {self.vocab_size}; quantize "
-                    "more bits as `grouped` indices"
+                    f"(indices are int32), got {self.vocab_size}; quantize more bits as "
+                    "`grouped` indices"
                 )
+            splits = self.codebook_splits
+            if splits is not None and (
+                isinstance(splits, bool) or int(splits) < 1 or self.num_bits % int(splits)
+            ):
+                raise ValueError(
+                    f"{MODEL}: `codebook_splits` must divide the {self.num_bits} bits of "
+                    f"vocab_size={v} (groups of equal size), got {splits}"
+                )
+        elif self.codebook_splits not in (None, 1):
+            raise ValueError(
+                f"{MODEL}: `codebook_splits`={self.codebook_splits} applies to "
+                "prediction='bits' only (index mode predicts whole indices)"
+            )
         if self.indices_per_position is not None and int(self.indices_per_position) < 1:
             raise ValueError(
                 f"{MODEL}: `indices_per_position` must be None or >= 1, got "
@@ -233,16 +304,19 @@ class MaskGIT(nn.Module):
         resolve_size(self.size)
 
     def _check_inputs(self, tokens, labels):
-        rank = 3 + self.index_axes
+        tail = self.token_shape_tail
         shape = getattr(tokens, "shape", None)
-        layout = "[B, h, w]" if self.index_axes == 0 else f"[B, h, w, {self.num_indices}]"
-        wrong_q = shape is not None and self.index_axes and shape[-1] != self.num_indices
-        if shape is None or len(shape) != rank or wrong_q:
-            hint = (
-                " (set indices_per_position=Q for multi-index tokens)"
-                if shape is not None and len(shape) == 4 and self.index_axes == 0
-                else ""
-            )
+        layout = "[B, h, w" + "".join(f", {n}" for n in tail) + "]"
+        if shape is None or len(shape) != 3 + len(tail) or tuple(shape[3:]) != tail:
+            if self.prediction == "bits":
+                hint = (
+                    f" (bits mode takes the {self.num_splits} bit groups of each index, "
+                    "model.model_tokens(indices))"
+                )
+            elif shape is not None and len(shape) == 4 and self.index_axes == 0:
+                hint = " (set indices_per_position=Q for multi-index tokens)"
+            else:
+                hint = ""
             raise ValueError(f"{MODEL}: tokens must be {layout}, got shape {shape}{hint}")
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise TypeError(f"{MODEL}: tokens must be integer indices, got dtype {tokens.dtype}")
@@ -259,8 +333,9 @@ class MaskGIT(nn.Module):
     @nn.compact
     def __call__(self, tokens: Array, labels: Array | None = None, train: bool = False) -> Array:
         """tokens int [B, h, w] or [B, h, w, Q] (mask_token_id where masked), labels int [B]
-        (None: the null label) -> float32 logits [B, h, w, (Q,) vocab_size] or bit logits
-        [B, h, w, (Q,) num_bits]."""
+        (None: the null label) -> float32 logits [B, h, w, (Q,) vocab_size]. Bits mode: group
+        tokens [B, h, w, (Q,) S] (`model_tokens(indices)`, mask id 2^k per masked group) ->
+        group logits [B, h, w, (Q,) S, 2^k], one softmax per group."""
         self.check_fields()
         self._check_inputs(tokens, labels)
         if self.architecture == "bert":
@@ -269,7 +344,8 @@ class MaskGIT(nn.Module):
         width, num_q = size.width, self.num_indices
         batch, height, grid_width = tokens.shape[:3]
         num_positions = height * grid_width
-        flat = tokens.reshape(batch, num_positions, num_q).astype(jnp.int32)  # [B, N, Q]
+        flat = tokens.reshape(batch, num_positions, num_q, -1).astype(jnp.int32)  # [B, N, Q, S]
+        flat = flat[..., 0] if self.prediction == "index" else flat  # index: [B, N, Q]
 
         # -- inputs ---------------------------------------------------------------------------
         if self.prediction == "index":
@@ -280,22 +356,7 @@ class MaskGIT(nn.Module):
             embedded = table[jnp.arange(num_q), flat]  # [B, N, Q, D]
             x = jnp.sum(embedded.astype(self.dtype), axis=2)  # [B, N, D]
         else:
-            masked = flat == self.mask_token_id  # [B, N, Q]
-            bits = indices_to_bits(jnp.where(masked, 0, flat), self.num_bits)  # [B, N, Q, b]
-            signs = jnp.where(bits, 1.0, -1.0) * (~masked[..., None])  # masked bits: 0
-            # Initialised so that x has the token tables' scale (std EMBEDDING_STD per channel).
-            x = nn.Dense(
-                width, dtype=self.dtype, param_dtype=self.param_dtype, name="bit_embedding",
-                kernel_init=nn.initializers.normal(
-                    EMBEDDING_STD / math.sqrt(num_q * self.num_bits)
-                ),
-            )(signs.reshape(batch, num_positions, num_q * self.num_bits).astype(self.dtype))
-            mask_embedding = self.param(
-                "mask_embedding", _embedding_init, (num_q, width), self.param_dtype
-            )
-            x = x + jnp.einsum(
-                "bnq,qd->bnd", masked.astype(self.dtype), mask_embedding.astype(self.dtype)
-            )
+            x = self._bit_embedding(flat, width)  # [B, N, D]
         if self.posemb == "sincos2d":
             # Fixed, at the token embeddings' scale (unit-amplitude sincos would drown them).
             x = x + (EMBEDDING_STD * layers.posemb_sincos_2d(height, grid_width, width)).astype(
@@ -332,6 +393,7 @@ class MaskGIT(nn.Module):
         x = x[:, -num_positions:]  # drop the class token, [B, N, D]
 
         # -- heads: one per index, MaskGIT's MLM head (Dense -> GELU -> LayerNorm -> logits) -----
+        # (bits mode: MaskBit's last_layer + untied prediction_layer to S * 2^k logits)
         h = jnp.einsum(
             "bnd,qde->bnqe", x,
             self.param("head_hidden_kernel", _stacked_dense_init, (num_q, width, width),
@@ -339,7 +401,7 @@ class MaskGIT(nn.Module):
         ) + self.param("head_hidden_bias", nn.initializers.zeros, (num_q, width),
                        self.param_dtype).astype(self.dtype)
         h = self._stacked_layer_norm(nn.gelu(h), num_q, width)  # [B, N, Q, D]
-        out_size = self.output_size
+        out_size = self.output_size * self.num_splits  # bits: S group softmaxes of 2^k
         if self.prediction == "index" and self.tie_head:
             codes = table[:, : self.vocab_size].astype(self.dtype)  # no logit for the mask row
             logits = jnp.einsum("bnqd,qvd->bnqv", h, codes)
@@ -352,7 +414,12 @@ class MaskGIT(nn.Module):
         logits = logits.astype(jnp.float32) + self.param(
             "head_output_bias", nn.initializers.zeros, (num_q, out_size), self.param_dtype
         ).astype(jnp.float32)
-        logits = logits.reshape(batch, height, grid_width, num_q, out_size)
+        if self.prediction == "bits":  # [B, N, Q, S * 2^k] -> [B, h, w, Q, S, 2^k] (MaskBit order)
+            logits = logits.reshape(
+                batch, height, grid_width, num_q, self.num_splits, self.group_size
+            )
+        else:
+            logits = logits.reshape(batch, height, grid_width, num_q, out_size)
         return logits if self.index_axes else logits[:, :, :, 0]
 
     def _bert(self, tokens: Array, labels: Array | None, train: bool) -> Array:
@@ -406,6 +473,18 @@ class MaskGIT(nn.Module):
         ).astype(jnp.float32)  # [B, 1 + N, V + C + 1]
         logits = logits[:, length - num_positions:, : self.vocab_size]  # codes at token positions
         return logits.reshape(batch, height, grid_width, self.vocab_size)
+
+    def _bit_embedding(self, groups: Array, width: int) -> Array:
+        """Bits mode input: group tokens [B, N, Q, S] -> Dense(+-1 bits of the position's Q*b bits,
+        0 for every bit of a masked group) [B, N, D] (MaskBit's `preprocess_tokens` +
+        `input_proj`; no mask embedding: a masked group is its zero bits)."""
+        batch, num_positions = groups.shape[:2]
+        signs = bit_signs(groups, self.group_bits, self.mask_token_id)  # [B, N, Q, S, k]
+        signs = signs.reshape(batch, num_positions, -1)  # [B, N, Q*b], bit order q*b + s*k + j
+        return nn.Dense(
+            width, dtype=self.dtype, param_dtype=self.param_dtype, name="bit_embedding",
+            kernel_init=_embedding_init,  # MaskBit: trunc-normal(0.02), bias 0
+        )(signs.astype(self.dtype))
 
     def _stacked_layer_norm(self, h: Array, num_q: int, width: int) -> Array:
         """LayerNorm over the last axis (statistics in float32) with a scale and bias per index."""
@@ -465,6 +544,41 @@ def create(preset: str = "B", **overrides) -> MaskGIT:
     return MaskGIT(**{**PRESETS[preset], **overrides})
 
 
+def default_codebook_splits(num_bits: int) -> int:
+    """Bit groups per index when `codebook_splits` is None: 2 (MaskBit's released 10, 12, 14, 16
+    and 18-bit generators all use 2) when it divides `num_bits`, else the smallest divisor above 1
+    (num_bits itself when prime: one 2-way softmax per bit)."""
+    num_bits = int(num_bits)
+    if num_bits <= 1:
+        return 1
+    return next(d for d in range(2, num_bits + 1) if num_bits % d == 0)
+
+
+def split_bit_groups(indices: Array, num_bits: int, splits: int) -> Array:
+    """int indices [...] -> int32 group tokens [..., splits]: group s holds bits s*k .. s*k + k - 1
+    (k = num_bits / splits) as (index >> s*k) & (2^k - 1) (MaskBit's `split_factorized_tokens`)."""
+    if num_bits % splits:
+        raise ValueError(f"{MODEL}: {splits} groups do not divide {num_bits} bits")
+    k = num_bits // splits
+    shifts = jnp.arange(splits, dtype=jnp.int32) * k
+    indices = jnp.asarray(indices).astype(jnp.int32)[..., None]
+    return jnp.right_shift(indices, shifts) & ((1 << k) - 1)
+
+
+def combine_bit_groups(groups: Array, group_bits: int) -> Array:
+    """Inverse of `split_bit_groups`: group tokens [..., S] -> int32 indices sum_s g_s 2^(s k)."""
+    shifts = jnp.arange(groups.shape[-1], dtype=jnp.int32) * int(group_bits)
+    return jnp.sum(jnp.left_shift(groups.astype(jnp.int32), shifts), axis=-1).astype(jnp.int32)
+
+
+def bit_signs(groups: Array, group_bits: int, mask_token_id: int) -> Array:
+    """Bits mode's input values: group tokens [...] -> float32 [..., k], +1 for a 1 bit and -1 for a
+    0 bit (lfq's code values, bit j of the group first), all 0 where the group is masked."""
+    masked = groups == mask_token_id
+    bits = indices_to_bits(jnp.where(masked, 0, groups), group_bits)  # [..., k]
+    return jnp.where(bits, 1.0, -1.0) * (~masked[..., None])
+
+
 def _is_sign_quantizer(quantizer) -> bool:
     inner = getattr(quantizer, "quantizer", None)
     if inner is not None and hasattr(inner, "name"):
@@ -476,7 +590,7 @@ def for_quantizer(quantizer, preset: str = "B", prediction: str | None = None, *
     """A MaskGIT sized for the tokens of `quantizer` (a built Quantizer, or a tokenizer model with
     `built_quantizer()`): vocab_size = codebook_size, indices_per_position = num_quantizers (rvq) /
     groups (grouped). prediction=None picks "bits" for lfq/bsq codes with more than
-    BITS_ABOVE_CODEBOOK_SIZE codes, "index" otherwise."""
+    BITS_ABOVE_CODEBOOK_SIZE codes, "index" otherwise; overrides may set codebook_splits (bits)."""
     if hasattr(quantizer, "built_quantizer"):
         quantizer = quantizer.built_quantizer()
     fields: dict[str, Any] = {"vocab_size": int(quantizer.codebook_size)}
@@ -559,27 +673,11 @@ def masked_cross_entropy(
     return _masked_mean(_per_position(loss, mask), mask)
 
 
-def masked_bit_cross_entropy(
-    bit_logits: Array, targets: Array, mask: Array, label_smoothing: float = 0.0
-) -> Array:
-    """Bits mode: mean binary cross-entropy over the bits of the masked positions.
-
-    bit_logits [B, ...positions..., (Q,) b], targets int indices bit_logits.shape[:-1] (lfq
-    convention), mask bool [B, N]. Label smoothing pulls each bit target towards 1/2.
-    """
-    bits = indices_to_bits(targets, bit_logits.shape[-1]).astype(jnp.float32)
-    bits = bits * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    loss = optax.sigmoid_binary_cross_entropy(bit_logits.astype(jnp.float32), bits)
-    return _masked_mean(_per_position(loss, mask), mask)
-
-
 def masked_accuracy(logits: Array, targets: Array, mask: Array, prediction: str = "index") -> Array:
-    """Fraction of masked-position indices predicted exactly (argmax; bits: every bit right)."""
-    if prediction == "bits":
-        predicted = bits_to_indices(logits > 0)
-    else:
-        predicted = jnp.argmax(logits, axis=-1)
-    correct = (predicted == targets).astype(jnp.float32)
+    """Fraction of the masked targets predicted exactly by the argmax (a position's Q indices
+    averaged; bits mode: per masked bit group, logits [..., S, 2^k] and group targets)."""
+    sampler.check_prediction(prediction)
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     return _masked_mean(_per_position(correct, mask), mask)
 
 
@@ -587,11 +685,13 @@ def loss_and_metrics(
     logits: Array, targets: Array, mask: Array, prediction: str = "index",
     label_smoothing: float = 0.1,
 ) -> tuple[Array, dict[str, Array]]:
-    """(loss, {"loss", "accuracy", "mask_rate"}) for either prediction mode."""
-    if prediction == "bits":
-        loss = masked_bit_cross_entropy(logits, targets, mask, label_smoothing)
-    else:
-        loss = masked_cross_entropy(logits, targets, mask, label_smoothing)
+    """(loss, {"loss", "accuracy", "mask_rate"}): masked cross-entropy with label smoothing and
+    argmax accuracy. The same formulas in both modes: "index" over the masked positions' indices
+    (logits [B, h, w, (Q,) V], targets indices, mask [B, N]); "bits" over the masked bit groups
+    (logits [B, h, w, (Q,) S, 2^k], targets group tokens, mask [B, N*Q*S]; `mask_for_training`
+    makes all three)."""
+    sampler.check_prediction(prediction)
+    loss = masked_cross_entropy(logits, targets, mask, label_smoothing)
     metrics = {
         "loss": loss,
         "accuracy": masked_accuracy(logits, targets, mask, prediction),
@@ -600,10 +700,38 @@ def loss_and_metrics(
     return loss, metrics
 
 
+def mask_for_training(
+    model: MaskGIT, rng: Array, indices: Array, schedule: str = "cosine",
+    min_mask_rate: float = 0.0,
+) -> tuple[Array, Array, Array]:
+    """The training corruption of `model`'s mode for the tokenizer's indices [B, h, w(, Q)]:
+    (inputs, targets, mask) for `model.apply(inputs)` and `loss_and_metrics(logits, targets, mask)`.
+
+    "index": `mask_tokens` over the N positions (a position's Q indices together); targets are the
+    indices, mask [B, N]. "bits" (MaskBit): the indices split into group tokens [B, h, w, (Q,) S]
+    (the targets), and `mask_tokens` over the M = N*Q*S groups, each group masked on its own: per
+    example exactly clip(ceil(r M), 1, M) groups, r = max(schedule(u), min_mask_rate); mask
+    [B, M] in row-major order of the group tokens.
+    """
+    if model.prediction != "bits":
+        inputs, mask = mask_tokens(
+            rng, indices, schedule, min_mask_rate, mask_token_id=model.mask_token_id,
+            index_axes=model.index_axes,
+        )
+        return inputs, indices, mask
+    groups = model.model_tokens(indices)  # [B, h, w, (Q,) S]
+    flat = groups.reshape(groups.shape[0], -1)  # [B, M]
+    inputs, mask = mask_tokens(
+        rng, flat, schedule, min_mask_rate, mask_token_id=model.mask_token_id
+    )
+    return inputs.reshape(groups.shape), groups, mask
+
+
 # -- sampling ------------------------------------------------------------------------------------
 def sequence_logits_fn(model: MaskGIT, variables, grid: tuple[int, int]):
-    """`logits_fn(tokens [B, N(, Q)], labels) -> logits [B, N, (Q,) V or b]` for vqjax.sampling,
-    running `model` (inference mode) on the h x w `grid` (N = h*w)."""
+    """`logits_fn(tokens [B, N, ...], labels) -> logits [B, N, ..., V]` for vqjax.sampling,
+    running `model` (inference mode) on the h x w `grid` (N = h*w); `...` is the model's token
+    tail: (), (Q,), or in bits mode (S,) / (Q, S) with V = 2^k."""
     height, width = grid
 
     def logits_fn(tokens, labels):
@@ -625,12 +753,14 @@ def generate(
     batch_size: int | None = None,
     **decode_options,
 ) -> parallel_decode.DecodeOutput:
-    """Sample token grids from scratch with parallel decoding; out.tokens [B, h, w(, Q)].
+    """Sample token grids from scratch with parallel decoding; out.tokens: the tokenizer's indices
+    [B, h, w(, Q)] (bits mode: the decoded groups combined), out.history (return_history) the
+    model's tokens after each step [T, B, h, w, ...] (bits mode: group tokens, mask id 2^k).
 
     Batch size from `labels` [B], else `batch_size` (unconditional: the null label). Jit it with
     the static options bound: `jax.jit(functools.partial(generate, model, grid=(16, 16)))`.
     decode_options go to `parallel_decode.decode` (num_steps, temperature, top_k, top_p,
-    choice_temperature, guidance_scale, guidance_anneal, schedule, return_history).
+    choice_temperature, guidance_scale, guidance_anneal, guidance_base, schedule, return_history).
     """
     if labels is None and batch_size is None:
         raise ValueError(f"{MODEL}: generate needs labels [B] or batch_size")
@@ -638,8 +768,8 @@ def generate(
     if labels is None and model.num_classes is not None:
         labels = jnp.full((batch,), model.null_label, jnp.int32)
     height, width = grid
-    shape = (batch, height * width) + ((model.num_indices,) if model.index_axes else ())
-    tokens = jnp.full(shape, model.mask_token_id, jnp.int32)
+    tail = model.token_shape_tail
+    tokens = jnp.full((batch, height * width) + tail, model.mask_token_id, jnp.int32)
     decode_options.setdefault("prediction", model.prediction)
     if decode_options.get("guidance_scale") is not None:
         decode_options.setdefault("null_label", model.null_label)
@@ -647,13 +777,8 @@ def generate(
         sequence_logits_fn(model, variables, grid), tokens, rng,
         mask_token_id=model.mask_token_id, labels=labels, **decode_options,
     )
-    spatial = out.tokens.reshape(batch, height, width, *shape[2:])
+    spatial = out.tokens.reshape(batch, height, width, *tail)
     history = out.history
     if history is not None:
-        history = history.reshape(history.shape[0], batch, height, width, *shape[2:])
-    return out._replace(tokens=spatial, history=history)
-
-
-def bit_logits_to_indices(bit_logits: Array) -> Array:
-    """Greedy bits mode prediction: bit logits [..., b] -> indices [...] (bit_i = logit_i > 0)."""
-    return bits_to_indices(bit_logits > 0)
+        history = history.reshape(history.shape[0], batch, height, width, *tail)
+    return out._replace(tokens=model.token_indices(spatial), history=history)

@@ -29,7 +29,7 @@ Array = jax.Array
 class EditOutput(NamedTuple):
     images: Array  # [B, H, W, C]: original outside the pixel mask, generated inside (blended)
     generated: Array  # [B, H, W, C]: the tokenizer's decoding of the edited tokens (no blending)
-    tokens: Array  # int32 [B, h, w(, Q)]: the edited tokens
+    tokens: Array  # int32, the shape of the input tokens: the edited tokens
     token_mask: Array  # bool [B, h, w]: the tokens that were regenerated
 
 
@@ -55,10 +55,10 @@ def token_mask_from_pixels(pixel_mask: Array, grid: tuple[int, int]) -> Array:
 
 
 def mask_tokens_in_region(tokens: Array, token_mask: Array, mask_token_id: int) -> Array:
-    """tokens [B, h, w(, Q)] with the mask token where token_mask [B, h, w] (or [h, w]) is set."""
+    """tokens [B, h, w, ...] with the mask token where token_mask [B, h, w] (or [h, w]) is set
+    (all of a position's entries: its Q indices, or its bit groups)."""
     token_mask = jnp.broadcast_to(jnp.asarray(token_mask, bool), tokens.shape[:3])
-    if tokens.ndim == 4:
-        token_mask = token_mask[..., None]
+    token_mask = token_mask.reshape(*token_mask.shape, *([1] * (tokens.ndim - 3)))
     return jnp.where(token_mask, jnp.int32(mask_token_id), tokens.astype(jnp.int32))
 
 
@@ -83,15 +83,18 @@ def edit_image(
 ) -> EditOutput:
     """Regenerate the masked region of `image` [B, H, W, C] and blend it into the original.
 
-    tokens: int [B, h, w] or [B, h, w, Q], the tokenizer's indices of `image`. pixel_mask:
+    tokens: int [B, h, w] or [B, h, w, Q], the tokenizer's indices of `image` (a bits-mode
+    MaskGIT: its group tokens `model.model_tokens(indices)`, with prediction="bits" in
+    decode_options and a decode_fn that applies `model.token_indices` first). pixel_mask:
     [B, H, W] or [H, W] in [0, 1] (nonzero = regenerate; fractional values feather the blend).
     decode_fn: the tokenizer's token grid -> images (e.g. ViTVQGAN.decode_indices bound to its
     variables). logits_fn takes flat tokens [B, h*w(, Q)] (see `maskgit.sequence_logits_fn`).
     decode_options: passed to `parallel_decode.decode` (num_steps, temperature, guidance_scale...).
     """
-    if tokens.ndim not in (3, 4):
+    if tokens.ndim not in (3, 4, 5):
         raise ValueError(
-            f"edit_image: tokens must be [B, h, w] or [B, h, w, Q], got {tokens.shape}"
+            f"edit_image: tokens must be [B, h, w], [B, h, w, Q] or bits mode's group tokens "
+            f"[B, h, w, (Q,) S], got {tokens.shape}"
         )
     batch, h, w = tokens.shape[:3]
     token_mask = jnp.broadcast_to(token_mask_from_pixels(pixel_mask, (h, w)), (batch, h, w))

@@ -11,6 +11,7 @@ at u ~ U(0, 1) (`sample_mask_ratio`).
     cubic        1 - r^3                                ("pow3")
     sqrt         1 - sqrt(r)                            ("pow0.5")
     powX         1 - r^X                                any exponent X > 0
+    arccos       arccos(r) / (pi/2)                     MaskBit's default (train and decode)
     log          -log2(r) / log2(n)                     needs n, the number of tokens (<= 1)
     exp          1 - n^-(1 - r)                         needs n; 1 - 1/n at r = 0 (MaskGIT's)
 
@@ -29,7 +30,7 @@ Array = jax.Array
 
 ALIASES = {"uniform": "linear", "pow1": "linear", "pow2": "square", "pow3": "cubic",
            "pow0.5": "sqrt"}
-METHODS = ("cosine", "linear", "square", "cubic", "sqrt", "log", "exp")  # and "pow<X>"
+METHODS = ("cosine", "linear", "square", "cubic", "sqrt", "arccos", "log", "exp")  # and "pow<X>"
 
 
 def check_method(method: str) -> str:
@@ -68,6 +69,8 @@ def schedule(ratio, total_unknown=None, method: str = "cosine") -> Array:
         mask_ratio = 1.0 - r**3
     elif method == "sqrt":
         mask_ratio = 1.0 - jnp.sqrt(r)
+    elif method == "arccos":
+        mask_ratio = jnp.arccos(r) / (0.5 * jnp.pi)
     elif method.startswith("pow"):
         mask_ratio = 1.0 - r ** float(method[3:])
     else:
@@ -100,6 +103,10 @@ def cubic(ratio) -> Array:
 
 def sqrt(ratio) -> Array:
     return schedule(ratio, method="sqrt")
+
+
+def arccos(ratio) -> Array:
+    return schedule(ratio, method="arccos")
 
 
 def log(ratio, total_unknown) -> Array:

@@ -1,10 +1,12 @@
-"""Sampling from logits: temperature, top-k, top-p (nucleus), classifier-free guidance, bit logits.
+"""Sampling from logits: temperature, top-k, top-p (nucleus), classifier-free guidance, bit groups.
 
 Pure functions over the last axis of `logits [..., K]`. Filtered-out entries become -inf, so
 `jax.random.categorical` never draws them. `top_k`/`top_p` are static Python values (None = off).
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -63,37 +65,64 @@ def sample_logits(
     return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
 
 
-def guided_logits(cond: Array, uncond: Array, scale) -> Array:
-    """Classifier-free guidance: uncond + scale * (cond - uncond) (scale 1: the conditional)."""
+GUIDANCE_BASES = ("uncond", "cond")
+
+
+def check_guidance_base(base: str) -> str:
+    if base not in GUIDANCE_BASES:
+        raise ValueError(f"unknown guidance_base {base!r}; choose one of {GUIDANCE_BASES}")
+    return base
+
+
+def guided_logits(cond: Array, uncond: Array, scale, base: str = "uncond") -> Array:
+    """Classifier-free guidance. base "uncond" (MaskGIT/Muse): uncond + scale * (cond - uncond),
+    scale 1 is the conditional model. base "cond" (MaskBit's `sample`): cond + scale * (cond -
+    uncond), scale 0 is the conditional model; the same as "uncond" with scale + 1."""
+    check_guidance_base(base)
     scale = jnp.asarray(scale, jnp.float32)
     cond, uncond = cond.astype(jnp.float32), uncond.astype(jnp.float32)
-    return uncond + scale * (cond - uncond)
+    start = uncond if base == "uncond" else cond
+    return start + scale * (cond - uncond)
 
 
-def guidance_scale_at(step, num_steps: int, scale, anneal: str = "none") -> Array:
-    """The guidance scale at decoding step `step` (0-based).
+def check_guidance_anneal(anneal: str) -> float | None:
+    """None for "none" / "linear", the power p of "cosine<p>" ("cosine": p = 1); else ValueError."""
+    if anneal in ("none", "linear"):
+        return None
+    if isinstance(anneal, str) and anneal.startswith("cosine"):
+        try:
+            power = float(anneal[len("cosine"):] or 1.0)
+        except ValueError:
+            power = -1.0
+        if power > 0 and math.isfinite(power):
+            return power
+    raise ValueError(
+        f"unknown guidance anneal {anneal!r}; choose 'none', 'linear' or 'cosine<p>' with p > 0 "
+        "(MaskBit's power-cosine, e.g. 'cosine3')"
+    )
 
-    "none": `scale` every step. "linear": from 1 (plain conditional) towards `scale` linearly,
-    1 + (scale - 1) * (step + 1) / num_steps, reaching `scale` at the last step (weak guidance while
-    the layout is decided, full guidance for the details).
+
+def guidance_scale_at(step, num_steps: int, scale, anneal: str = "none",
+                      base: str = "uncond") -> Array:
+    """The guidance scale at decoding step `step` (0-based), annealed from the plain conditional
+    model's scale c (1 with base "uncond", 0 with base "cond") towards `scale`.
+
+    "none": `scale` every step. "linear": c + (scale - c) * (step + 1) / num_steps, reaching
+    `scale` at the last step (weak guidance while the layout is decided, full guidance for the
+    details). "cosine<p>" (MaskBit's power-cosine, its `guidance_annealing="cosine"` with
+    `scale_pow=p`): c + (scale - c) * (1 - cos(pi (step / num_steps)^p)) / 2, c at the first step.
     """
     scale = jnp.asarray(scale, jnp.float32)
+    power = check_guidance_anneal(anneal)
     if anneal == "none":
         return scale
+    conditional = 1.0 if check_guidance_base(base) == "uncond" else 0.0
     if anneal == "linear":
         progress = (jnp.asarray(step, jnp.float32) + 1.0) / num_steps
-        return 1.0 + (scale - 1.0) * progress
-    raise ValueError(f"unknown guidance anneal {anneal!r}; choose 'none' or 'linear'")
-
-
-def bit_logits_to_categorical(bit_logits: Array) -> Array:
-    """Bit logits [...] (log p(1) - log p(0)) -> two-way logits [..., 2] (index 0: bit 0, 1: bit 1).
-
-    softmax([0, l]) = (1 - sigmoid(l), sigmoid(l)), so sampling bits reuses the categorical sampler
-    (temperature and top-p act per bit; top_k=1 is greedy, top_k >= 2 is a no-op).
-    """
-    bit_logits = bit_logits.astype(jnp.float32)
-    return jnp.stack([jnp.zeros_like(bit_logits), bit_logits], axis=-1)
+    else:
+        progress = jnp.asarray(step, jnp.float32) / num_steps
+        progress = 0.5 * (1.0 - jnp.cos(jnp.pi * progress ** jnp.float32(power)))
+    return conditional + (scale - conditional) * progress
 
 
 # -- token-level sampling shared by the decoders -------------------------------------------------
@@ -113,49 +142,62 @@ def is_masked(tokens: Array, mask_token_id: int, index_axes: int) -> Array:
 
 
 def sample_tokens(
-    rng: Array, logits: Array, prediction: str, index_axes: int, temperature=1.0,
+    rng: Array, logits: Array, index_axes: int, temperature=1.0,
     top_k: int | None = None, top_p: float | None = None,
 ) -> tuple[Array, Array]:
     """Sample a token at every position and return (tokens, log-probability of each position).
 
-    logits: "index" [B, N, V] (index_axes 0) or [B, N, Q, V] (index_axes 1); "bits" [B, N, b] or
-    [B, N, Q, b] bit logits. Returns tokens int32 [B, N] or [B, N, Q] (bits turned into indices)
-    and log p(tokens) [B, N] float32 under the unfiltered logits, summed over a position's indices
-    (or bits): the indices (bits) of a position are sampled independently given the context.
+    logits [B, N, V] (index_axes 0) or [B, N, Q, V] (index_axes 1). Returns tokens int32 [B, N] or
+    [B, N, Q] and log p(tokens) [B, N] float32 under the unfiltered logits, summed over a
+    position's indices: the indices of a position are sampled independently given the context.
     """
-    check_prediction(prediction)
-    if prediction == "bits":
-        categorical = bit_logits_to_categorical(logits)  # [B, N, (Q,) b, 2]
-    else:
-        categorical = logits.astype(jnp.float32)  # [B, N, (Q,) V]
-    draws = sample_logits(rng, categorical, temperature, top_k, top_p)  # [B, N, (Q,) F]
+    categorical = logits.astype(jnp.float32)  # [B, N, (Q,) V]
+    tokens = sample_logits(rng, categorical, temperature, top_k, top_p)  # [B, N, (Q,)]
     log_probs = jax.nn.log_softmax(categorical, axis=-1)
-    chosen = jnp.take_along_axis(log_probs, draws[..., None], axis=-1)[..., 0]
-    if prediction == "bits":
-        tokens = bits_to_indices(draws)  # [B, N, (Q,)]
-        chosen = jnp.sum(chosen, axis=-1)  # over bits
-    else:
-        tokens = draws
+    chosen = jnp.take_along_axis(log_probs, tokens[..., None], axis=-1)[..., 0]
     if index_axes:
         chosen = jnp.sum(chosen, axis=-1)  # over the Q indices of a position
     return tokens, chosen
 
 
 def check_tokens(tokens, prediction: str, where: str) -> int:
-    """The number of index axes of flat tokens [B, N] (0) or [B, N, Q] (1)."""
-    if getattr(tokens, "ndim", None) not in (2, 3):
+    """The number of index axes of flat tokens: "index" [B, N] (0) or [B, N, Q] (1); "bits" group
+    tokens [B, N, S] (1) or [B, N, Q, S] (2)."""
+    check_prediction(prediction)
+    ranks = (2, 3) if prediction == "index" else (3, 4)
+    if getattr(tokens, "ndim", None) not in ranks:
+        layouts = "[B, N] or [B, N, Q]" if prediction == "index" else "[B, N, S] or [B, N, Q, S]"
         raise ValueError(
-            f"{where}: tokens must be [B, N] or [B, N, Q] (flattened positions), got shape "
+            f"{where}: {prediction} tokens must be {layouts} (flattened positions), got shape "
             f"{getattr(tokens, 'shape', None)}"
         )
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(f"{where}: tokens must be integers, got {tokens.dtype}")
-    check_prediction(prediction)
     return tokens.ndim - 2
 
 
+def flatten_units(logits_fn, tokens: Array, index_axes: int):
+    """Bits mode's decoding units are the bit groups: group tokens [B, N, (Q,) S] -> flat tokens
+    [B, N*Q*S] (one "position" per group), a logits_fn over them returning [B', N*Q*S, 2^k], and
+    `unflatten` mapping flat tokens [..., B, N*Q*S] back to the group layout."""
+    batch, num_positions = tokens.shape[:2]
+    tail = tokens.shape[2:]
+    flat = tokens.reshape(batch, -1)
+
+    def flat_logits_fn(flat_tokens, labels):
+        rows = flat_tokens.shape[0]  # 2B with guidance
+        logits = logits_fn(flat_tokens.reshape(rows, num_positions, *tail), labels)
+        return logits.reshape(rows, flat.shape[1], logits.shape[-1])
+
+    def unflatten(values):
+        return values.reshape(*values.shape[:-1], num_positions, *tail)
+
+    return flat, flat_logits_fn, unflatten
+
+
 def model_logits(
-    logits_fn, tokens: Array, labels, guidance_scale, null_label: int | None
+    logits_fn, tokens: Array, labels, guidance_scale, null_label: int | None,
+    guidance_base: str = "uncond",
 ) -> Array:
     """logits_fn(tokens, labels), with classifier-free guidance when `guidance_scale` is not None:
     conditional and unconditional (labels = null_label) rows run in one batched call."""
@@ -167,10 +209,13 @@ def model_logits(
         jnp.concatenate([tokens, tokens], axis=0),
         jnp.concatenate([jnp.asarray(labels, jnp.int32), null], axis=0),
     )
-    return guided_logits(both[:batch], both[batch:], guidance_scale)
+    return guided_logits(both[:batch], both[batch:], guidance_scale, guidance_base)
 
 
-def check_guidance(guidance_scale, labels, null_label, where: str) -> None:
+def check_guidance(guidance_scale, labels, null_label, where: str,
+                   guidance_base: str = "uncond", guidance_anneal: str = "none") -> None:
+    check_guidance_base(guidance_base)
+    check_guidance_anneal(guidance_anneal)
     if guidance_scale is None:
         return
     if labels is None:

@@ -17,6 +17,12 @@ def run(config, workdir: str):
     """Dispatch to the trainer named by `config.trainer`; `workdir` may be relative or use `~`."""
     workdir = resolve(workdir)
     resolve_config_paths(config)
+    if config.get("dataset") is not None:
+        from vqjax.data import record_class_names
+
+        # image folders: label names into the saved config; a bad folder fails before training
+        record_class_names(config.dataset,
+                           require_eval_split=config.get("eval_every_steps", 0) > 0)
     if config.trainer == "tokenizer":
         from vqjax.train.tokenizer import train_and_evaluate
 

@@ -67,6 +67,8 @@ def build_maskgit(config, tokenizer_model, num_classes: int | None) -> maskgit_l
     preset = m.size
     if not isinstance(preset, str):
         preset, overrides["size"] = "B", tuple(int(v) for v in m.size)
+    if m.get("codebook_splits", 0):  # 0: the default (bits mode); index mode rejects other values
+        overrides["codebook_splits"] = int(m.codebook_splits)
     if m.dropout >= 0:
         overrides.update(dropout_rate=m.dropout, attention_dropout_rate=m.dropout)
     return maskgit_lib.for_quantizer(tokenizer_model, preset, prediction=m.prediction or None,
@@ -92,7 +94,8 @@ def decode_options(sample_cfg, **overrides) -> dict:
                 choice_temperature=float(s["choice_temperature"]),
                 guidance_scale=float(s["guidance_scale"]) if s["guidance_scale"] else None,
                 top_k=int(s["top_k"]) or None, top_p=float(s["top_p"]) or None,
-                schedule=s["schedule"])
+                schedule=s["schedule"], guidance_base=s.get("guidance_base", "uncond"),
+                guidance_anneal=s.get("guidance_anneal", "none"))
 
 
 @flax.struct.dataclass
@@ -124,7 +127,7 @@ class MaskGITTrainer:
         self.pre_encoded = bool(config.tokens_dir)
 
     def init_state(self, rng) -> TrainState:
-        tokens = jnp.zeros((2, *self.token_shape), jnp.int32)
+        tokens = self.model.model_tokens(jnp.zeros((2, *self.token_shape), jnp.int32))
         labels = None if self.model.num_classes is None else jnp.zeros((2,), jnp.int32)
         params = self.model.init({"params": rng}, tokens, labels)["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -178,10 +181,9 @@ class MaskGITTrainer:
         config, m = self.config, self.config.masking
         mask_rng, label_rng, dropout_rng = jax.random.split(rng, 3)
         tokens = self.tokens_of(tokenizer_variables, batch)
-        masked, mask = maskgit_lib.mask_tokens(
-            mask_rng, tokens, m.schedule, m.min_mask_rate, mask_token_id=self.model.mask_token_id,
-            index_axes=self.model.index_axes)
-        inputs = {"masked": masked, "tokens": tokens, "mask": mask}
+        masked, targets, mask = maskgit_lib.mask_for_training(
+            self.model, mask_rng, tokens, m.schedule, m.min_mask_rate)
+        inputs = {"masked": masked, "tokens": targets, "mask": mask}
         if self.model.num_classes is not None:
             labels = batch["label"]
             if m.class_dropout > 0:
@@ -223,15 +225,16 @@ class MaskGITTrainer:
     # -- evaluation ------------------------------------------------------------------------------
     def eval_sums(self, params, tokenizer_variables, batch, rng):
         """Sums over one eval batch of the masked-token NLL (no label smoothing) and accuracy,
-        with training's masking distribution drawn from `rng`; padded rows (mask 0) excluded."""
+        with training's masking distribution drawn from `rng`; padded rows (mask 0) excluded.
+        Bits mode: per masked bit group (nats per group, group accuracy)."""
         tokens = self.tokens_of(tokenizer_variables, batch)
-        masked, mask = maskgit_lib.mask_tokens(
-            rng, tokens, self.config.masking.schedule, self.config.masking.min_mask_rate,
-            mask_token_id=self.model.mask_token_id, index_axes=self.model.index_axes)
+        masked, targets, mask = maskgit_lib.mask_for_training(
+            self.model, rng, tokens, self.config.masking.schedule,
+            self.config.masking.min_mask_rate)
         mask = mask & (batch["mask"] > 0)[:, None]
         labels = batch["label"] if self.model.num_classes is not None else None
         logits = self.model.apply({"params": params}, masked, labels)
-        _, metrics = maskgit_lib.loss_and_metrics(logits, tokens, mask, self.model.prediction,
+        _, metrics = maskgit_lib.loss_and_metrics(logits, targets, mask, self.model.prediction,
                                                   label_smoothing=0.0)
         count = jnp.sum(mask).astype(jnp.float32)
         return {"nll": metrics["loss"] * count, "accuracy": metrics["accuracy"] * count,

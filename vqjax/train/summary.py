@@ -112,7 +112,8 @@ def run_summary(workdir: str | os.PathLike, results: Mapping[str, Any] | None = 
         lines.append(f"  {python} -m launch.evaluate --workdir={run}   # PSNR, SSIM, LPIPS, "
                      "usage, rFID")
         maskgit_dir = display_path(workdir.parent / f"maskgit_on_{workdir.name}")
-        lines.append(f"  {python} -m launch.train --config=configs/maskgit.py:tiny "
+        dataset = f",dataset={ds['name']}" if ds.get("name") else ""
+        lines.append(f"  {python} -m launch.train --config=configs/maskgit.py:tiny{dataset} "
                      f"--workdir={maskgit_dir} --config.tokenizer_workdir={run}   # MaskGIT on "
                      "these tokens")
     else:

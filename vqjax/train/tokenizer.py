@@ -27,7 +27,7 @@ from vqjax import data as data_lib
 from vqjax.losses import adversarial, perceptual, reconstruction
 from vqjax.losses.total import LossConfig, discriminator_loss, generator_loss
 from vqjax.models import discriminator as disc_lib
-from vqjax.models import vit_vqgan, vqgan
+from vqjax.models import taming_vqgan, vit_vqgan, vqgan
 from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
 from vqjax.train import mesh as mesh_lib
 from vqjax.train.config import quantizer_options
@@ -72,7 +72,14 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
         if "channel_multipliers" in extra:
             extra["channel_multipliers"] = tuple(extra["channel_multipliers"])
         return vqgan.create(m.size, embedding_dim=m.embedding_dim or None, **extra, **common)
-    raise ValueError(f"config.model.name={m.name!r}; choose one of vit_vqgan, vqgan")
+    if m.name == "taming_vqgan":  # every architecture field explicit: converters set them
+        return taming_vqgan.TamingVQGAN(
+            filters=m.filters, channel_multipliers=tuple(m.channel_multipliers),
+            num_res_blocks=m.num_res_blocks, attention_levels=tuple(m.attention_levels),
+            z_channels=m.z_channels, embedding_dim=m.embedding_dim or None,
+            dropout_rate=m.dropout, precision=m.precision or None, **common)
+    raise ValueError(f"config.model.name={m.name!r}; choose one of vit_vqgan, vqgan, "
+                     "taming_vqgan")
 
 
 def build_discriminator(config) -> nn.Module:
