@@ -8,6 +8,10 @@ r"""Convert released checkpoints into ordinary vqjax runs.
     python -m launch.evaluate --workdir=converted/maskgit256/tokenizer \
         --data_dir=~/tensorflow_datasets --num_examples=50000   # rFID etc.: docs/pretrained.md
 
+    python -m launch.convert --from=taming --checkpoint=vqgan_imagenet_f16_1024/ckpts/last.ckpt \
+        --out=converted/taming_f16_1024                          # -> .../tokenizer
+    python -m launch.convert --from=llamagen --checkpoint=vq_ds16_c2i.pt --out=converted/llamagen
+
 `--out=DIR` gets `DIR/tokenizer` and `DIR/maskgit` (either flag alone converts that half; the
 transformer alone needs a tokenizer run: `DIR/tokenizer` from an earlier conversion, or
 --tokenizer_workdir). Each run is staged in a temporary directory and renamed into place when
@@ -33,7 +37,10 @@ from absl import logging as absl_logging
 def define_flags() -> None:
     """The command line (defined when run as a script, so the module imports cleanly next to other
     entry points)."""
-    flags.DEFINE_string("from", None, "The source: one of CONVERTERS (maskgit).", required=True)
+    flags.DEFINE_string("from", None, "The source: one of CONVERTERS (maskgit, taming, "
+                        "llamagen).", required=True)
+    flags.DEFINE_string("checkpoint", None, "taming, llamagen: the released tokenizer file "
+                        "(taming: the Lightning last.ckpt; LlamaGen: vq_ds16_c2i.pt).")
     flags.DEFINE_string("out", None, "Output directory: DIR/tokenizer, DIR/maskgit.",
                         required=True)
     flags.DEFINE_string("tokenizer_checkpoint", None, "maskgit: the released tokenizer file.")
@@ -128,13 +135,45 @@ def convert_maskgit(out: str, tokenizer_checkpoint: str | None = None,
     return written
 
 
-# --from=NAME -> the function converting NAME's files (add taming, llamagen, ... here).
+def convert_tokenizer(name: str, out: str, checkpoint: str | None, *,
+                      dataset: str | None = None, data_dir: str = "",
+                      overwrite: bool = False) -> dict[str, Path]:
+    """A released tokenizer -> `out/tokenizer` with `vqjax.convert.<name>.convert(path,
+    get_config)` (taming, llamagen: configs/vqgan.py's presets)."""
+    import importlib
+
+    from configs import vqgan as vqgan_configs
+    from vqjax.convert import common
+    from vqjax.paths import resolve
+
+    if not checkpoint:
+        raise app.UsageError(f"--from={name} needs --checkpoint=FILE")
+    source = importlib.import_module(f"vqjax.convert.{name}")
+    out_dir = Path(resolve(out))
+    with common.staging(overwrite) as stage:
+        stage.check_target(out_dir / "tokenizer")
+        config, variables = source.convert(checkpoint, vqgan_configs.get_config)
+        if dataset:
+            config.dataset.name = dataset
+        if data_dir:
+            config.dataset.data_dir = data_dir
+        path = Path(checkpoint).expanduser()
+        info = {"from": name, "checkpoint": str(path.absolute()), "sha256": common.sha256(path)}
+        written = common.write_tokenizer_run(config, variables, out_dir / "tokenizer", info, stage)
+    return {"tokenizer": written}
+
+
+# --from=NAME -> the function converting NAME's files from the parsed flags.
 CONVERTERS = {
     "maskgit": lambda f: convert_maskgit(
         f.out, f.tokenizer_checkpoint, f.transformer_checkpoint,
         tokenizer_workdir=f.tokenizer_workdir, image_size=f.image_size,
         num_classes=f.num_classes, dataset=f.dataset, data_dir=f.data_dir,
         overwrite=f.overwrite),
+    "taming": lambda f: convert_tokenizer("taming", f.out, f.checkpoint, dataset=f.dataset,
+                                          data_dir=f.data_dir, overwrite=f.overwrite),
+    "llamagen": lambda f: convert_tokenizer("llamagen", f.out, f.checkpoint, dataset=f.dataset,
+                                            data_dir=f.data_dir, overwrite=f.overwrite),
 }
 
 
@@ -147,10 +186,11 @@ def main(argv) -> None:
     if name not in CONVERTERS:
         raise app.UsageError(f"--from={name!r}; choose one of {', '.join(CONVERTERS)}")
     from vqjax.convert import ConversionError
+    from vqjax.convert.torch_checkpoint import CheckpointError
 
     try:
         written = CONVERTERS[name](flags.FLAGS)
-    except (ConversionError, FileExistsError, FileNotFoundError) as e:
+    except (ConversionError, CheckpointError, FileExistsError, FileNotFoundError) as e:
         print(f"launch.convert: {e}", file=sys.stderr)
         sys.exit(1)
     for kind, path in written.items():

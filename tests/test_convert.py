@@ -424,3 +424,23 @@ def test_cli_reports_errors_without_a_traceback(tmp_path):
     proc = run([sys.executable, "-m", "launch.convert", "--from=taming2", f"--out={tmp_path}"],
                subprocess_env(devices=1), timeout=120, check=False)
     assert proc.returncode != 0 and "choose one of maskgit" in proc.stderr
+
+
+def test_tokenizer_only_sources_write_runs_through_the_same_path(tmp_path):
+    """--from=llamagen (like taming: vqjax.convert.<name>.convert -> write_tokenizer_run): the
+    written run loads with vqjax.load and gives the reference's indices."""
+    pytest.importorskip("torch", reason="reading LlamaGen's .pt checkpoints needs torch")
+    import vqjax
+
+    data = Path(__file__).resolve().parent / "data" / "llamagen"
+    written = convert_cli.convert_tokenizer("llamagen", str(tmp_path / "llamagen"),
+                                            str(data / "vq_tiny.pt"))
+    tokenizer = vqjax.load(written["tokenizer"])
+    reference = np.load(data / "reference.npz")
+    np.testing.assert_array_equal(np.asarray(tokenizer.encode(reference["images"])),
+                                  reference["indices"])
+    source = json.loads((written["tokenizer"] / "converted_from.json").read_text())
+    assert source["from"] == "llamagen"
+    with pytest.raises(FileExistsError):
+        convert_cli.convert_tokenizer("llamagen", str(tmp_path / "llamagen"),
+                                      str(data / "vq_tiny.pt"))
