@@ -6,7 +6,7 @@ r"""MaskGIT (Chang et al. 2022) over the tokens of a trained vqjax tokenizer.
         --config.tokenizer_workdir=/tmp/tok_digits                 # 2. MaskGIT on its tokens
     python -m launch.sample --workdir=/tmp/maskgit_digits --out=/tmp/samples --labels=0,1,2
 
-Variants: a size (tiny, S, B, L), `dataset=NAME` (tiny: the labelled built-in `vqjax_digits`),
+Variants: a size (tiny, S, B, L, released), `dataset=NAME` (tiny: the labelled built-in `vqjax_digits`),
 `res=PIXELS` (0: the tokenizer's training resolution). `--config.tokenizer_workdir` is required:
 the tokenizer (config, EMA params, quantizer state) is restored from its latest checkpoint, or
 `--config.tokenizer_step`, and the run stays pinned to that checkpoint; the MaskGIT is sized for
@@ -20,6 +20,17 @@ the step, or read from a pre-encoded dataset (what large runs use):
 Paper defaults: cosine mask schedule, label smoothing 0.1, AdamW lr 1e-4 (b1 0.9, b2 0.96, weight
 decay 0.045), class dropout 0.1 (classifier-free guidance at sampling time), 8 decoding steps with
 choice temperature 4.5.
+
+`released` (with `res=256` or `res=512`) is MaskGIT's released ImageNet transformer
+(maskgit_class_cond_config.py): the BERT architecture (`maskgit.create("released")`, 24 layers of
+768, 16 heads, MLP 3072, dropout 0.1), 1000 classes, min mask rate 0.5, no class dropout (the
+released model has no classifier-free guidance), and its decoding settings: cosine schedule,
+choice temperature 4.5, 8 steps at 256 px and 12 at 512 px (the paper's). `launch.convert
+--from=maskgit` writes runs with this config (docs/pretrained.md); fine-tune one with
+
+    python -m launch.train --config=configs/maskgit.py:released,res=256 \
+        --workdir=converted/maskgit256/maskgit \
+        --config.tokenizer_workdir=converted/maskgit256/tokenizer
 
 Bits mode (MaskBit, for lfq/bsq tokenizers; `maskgit.for_quantizer` picks it above 2^16 codes, or
 `--config.model.prediction=bits`): each index's b bits are split into `model.codebook_splits`
@@ -42,7 +53,8 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, ("tiny", "S", "B", "L"), res=0, dataset="")
+    arg = common.parse_arg(arg, ("tiny", "S", "B", "L", "released"), res=0, dataset="")
+    released = arg.size == "released"
     tiny = arg.size == "tiny"
     c = common.common(arg)  # dataset.image_size = res; 0: the tokenizer's resolution
     c.trainer = "maskgit"
@@ -84,6 +96,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Eval: masked-token NLL and accuracy on eval_examples of the eval split (fixed masks).
     c.eval_every_steps = 10_000
     c.eval_examples = 10_000
+    if released:
+        c.model.size = "B"
+        c.model.architecture = "bert"
+        c.model.num_classes = 1000
+        c.model.dropout = 0.1
+        c.masking.min_mask_rate = 0.5
+        c.masking.class_dropout = 0.0
+        c.sample.num_steps = 12 if arg.res == 512 else 8
+        c.compute_dtype = "float32"
     if tiny:
         c.batch_size = 32
         c.total_steps = 500

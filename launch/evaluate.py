@@ -6,8 +6,8 @@ r"""Evaluate a trained run: `python -m launch.evaluate --workdir=RUN`.
     python -m launch.evaluate --workdir=/data/runs/maskgit_b --num_samples=50000 \
         --guidance_scale=2 --reference_stats=VIRTUAL_imagenet256_labeled.npz        # a MaskGIT
 
-For a tokenizer (`config.trainer == "tokenizer"`) it restores the checkpoint (the config comes from
-the checkpoint itself), runs the eval split through the model (EMA params unless --use_ema=False)
+For a tokenizer (`config.trainer == "tokenizer"`) it restores the checkpoint with `vqjax.load` (the
+config comes from the checkpoint itself; neither optimizer nor discriminator is read), runs the eval split through the model (EMA params unless --use_ema=False)
 and reports, over the whole set:
 
 - rfid: FID of the reconstructions against the same images' Inception statistics (computed once
@@ -17,7 +17,7 @@ and reports, over the whole set:
 - usage, perplexity (+ used_codes, tokens) of the codebook over every token of the set.
 
 For a MaskGIT (`config.trainer == "maskgit"`) it restores the run with
-`vqjax.train.maskgit.load_for_sampling` (its EMA params when the run kept them; the tokenizer
+`vqjax.load` (its EMA params, a copy of the params when the run kept no EMA; the tokenizer
 through the run's `tokenizer_workdir`), generates --num_samples images (class-balanced labels,
 or unconditional; decoding options default to the run's `config.sample`), batch-sharded over the
 devices, deterministic for a --seed, and reports:
@@ -363,27 +363,19 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
 
     from vqjax import evaluation
     from vqjax.evaluation.host import to_host
+    from vqjax import inference
     from vqjax.losses import perceptual
-    from vqjax.train import checkpoint as ckpt_lib
     from vqjax.train import mesh as mesh_lib
-    from vqjax.train.tokenizer import TokenizerTrainer
 
     config = run.config
     ds = config.dataset
     split = options.split or ds.eval_split
 
-    # -- mesh over this host's devices, model, state restored onto it -----------------------------
+    # -- mesh over this host's devices, the model restored onto it (vqjax.load) -------------------
     devices = jax.local_devices()
     mesh = mesh_lib.make_mesh(fsdp=options.fsdp, devices=devices)
-    trainer = TokenizerTrainer(config, mesh)
-    abstract, shardings = trainer.state_shardings()
-    checkpointer = ckpt_lib.Checkpointer(run.workdir, read_only=True)
-    try:
-        state, _, _ = checkpointer.restore(run.step, ckpt_lib.abstract_like(abstract, shardings))
-    finally:
-        checkpointer.close()
-    params = state.ema_params if options.use_ema else state.params
-    quantizer_state = state.quantizer_state
+    tokenizer = inference.load(run.workdir, run.step, use_ema=options.use_ema, mesh=mesh)
+    eps = config.get("loss", {}).get("logit_laplace_eps")
     replicated = mesh_lib.replicated(mesh)
 
     # -- data: the eval split in order, center crops, the last batch padded (mask=False) ----------
@@ -397,11 +389,11 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         lpips_fn, lpips_params = perceptual.load_lpips("vgg16")
         lpips_params = jax.device_put(lpips_params, replicated)
 
-    def forward(params, quantizer_state, lpips_params, images):
-        recon, aux = trainer.reconstruct(params, quantizer_state, images)
+    def forward(variables, lpips_params, images):
+        recon, indices = inference.reconstruct_images(tokenizer.model, variables, images, eps)
         distance = (lpips_fn(lpips_params, recon, images) if lpips_fn is not None
                     else jnp.zeros((images.shape[0],), jnp.float32))
-        return recon, aux.indices, distance
+        return recon, indices, distance
 
     forward = jax.jit(forward)
     with_fid = inception_params is not None
@@ -411,7 +403,7 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
     def features_fn(images):
         return evaluation.inception_features(inception_params, images)
 
-    quantizer = trainer.model.built_quantizer()
+    quantizer = tokenizer.model.built_quantizer()
     codebook = codebook_counter(quantizer)
 
     # evaluate_reconstruction calls reconstruct_fn once per batch, in order: LPIPS values and
@@ -434,7 +426,7 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
             bar.close()
 
     def reconstruct_fn(images):
-        recon, indices, distance = forward(params, quantizer_state, lpips_params, images)
+        recon, indices, distance = forward(tokenizer.variables, lpips_params, images)
         distances.append(distance)
         return recon, indices
 
@@ -496,23 +488,28 @@ def sample_labels(num_classes: int | None, start: int, batch_size: int):
     return (positions % num_classes if num_classes else np.zeros_like(positions)).astype(np.int32)
 
 
-def sharded_sampler(trainer, mesh, **decode_options) -> Callable:
-    """`(params, tokenizer_variables, rng, labels [B]) -> (tokens, images)`: `trainer.sample`
-    jitted with its outputs split over every device along the batch. `trainer.jit_sample` (what
-    launch.sample uses) returns them replicated, which for an unconditional model, having no
-    batch-sharded input, makes every device decode the whole batch."""
+def sharded_sampler(maskgit, mesh, **decode_options) -> Callable:
+    """`(params, tokenizer_variables, rng, labels [B]) -> (tokens, images)` for a `vqjax.load`
+    MaskGIT handle, jitted with its outputs split over every device along the batch (an
+    unconditional model has no batch-sharded input; without this every device would decode the
+    whole batch)."""
     import jax
 
+    from vqjax import inference
+    from vqjax.models import maskgit as maskgit_lib
     from vqjax.train import mesh as mesh_lib
 
     sharding = mesh_lib.batch_sharding(mesh)
-    unconditional = trainer.model.num_classes is None
+    model, tokenizer, grid = maskgit.model, maskgit.tokenizer, maskgit.grid
+    unconditional = model.num_classes is None
+    eps = tokenizer.config.get("loss", {}).get("logit_laplace_eps")
 
     def sample(params, tokenizer_variables, rng, labels):
-        if unconditional:
-            return trainer.sample(params, tokenizer_variables, rng, None,
-                                  batch_size=labels.shape[0], **decode_options)
-        return trainer.sample(params, tokenizer_variables, rng, labels, **decode_options)
+        out = maskgit_lib.generate(model, {"params": params}, rng,
+                                   None if unconditional else labels, grid=grid,
+                                   batch_size=labels.shape[0], **decode_options)
+        images = inference.decode_indices(tokenizer.model, tokenizer_variables, out.tokens, eps)
+        return out.tokens, images
 
     return jax.jit(sample, out_shardings=(sharding, sharding))
 
@@ -540,17 +537,16 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
     import jax
     import numpy as np
 
-    from vqjax import evaluation
+    from vqjax import evaluation, inference
     from vqjax.evaluation.host import to_host
-    from vqjax.train import maskgit as maskgit_train
     from vqjax.train import mesh as mesh_lib
 
     config = run.config
     ds = config.dataset
     if not options.use_ema:
         raise UnsupportedRunError(
-            "--use_ema=False does not apply to MaskGIT runs: they are sampled with the params "
-            "load_for_sampling restores (the EMA params when config.ema_decay > 0)")
+            "--use_ema=False does not apply to MaskGIT runs: they are sampled with the EMA params "
+            "vqjax.load restores (a copy of the params when config.ema_decay is 0)")
     if options.num_samples < 1:
         raise ValueError(f"--num_samples={options.num_samples}: must be >= 1")
     if not 1 <= options.is_splits <= options.num_samples:
@@ -559,8 +555,12 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
 
     # -- mesh over this host's devices; the run (and its tokenizer) restored onto it -------------
     mesh = mesh_lib.make_mesh(fsdp=options.fsdp, devices=jax.local_devices())
-    trainer, params, _ = maskgit_train.load_for_sampling(str(run.workdir), mesh, run.step)
-    tokenizer_variables = trainer.tokenizer.variables
+    maskgit = inference.load(run.workdir, run.step, mesh=mesh)
+    if not isinstance(maskgit, inference.MaskGIT):
+        raise UnsupportedRunError(f"{run.workdir} is a "
+                                  f"{maskgit.config.get('trainer', 'tokenizer')!r} run, not a "
+                                  "MaskGIT run")
+    params, tokenizer_variables = maskgit.params, maskgit.tokenizer.variables
     sharding = mesh_lib.batch_sharding(mesh)
     with_fid = inception_params is not None
     if with_fid:
@@ -614,15 +614,15 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
                      choice_temperature=options.choice_temperature,
                      guidance_scale=options.guidance_scale, top_k=options.top_k,
                      top_p=options.top_p)
-    decode = maskgit_train.decode_options(config.sample, **overrides)
-    sample_fn = sharded_sampler(trainer, mesh, **decode)
+    decode = maskgit.decode_options(**overrides)
+    sample_fn = sharded_sampler(maskgit, mesh, **decode)
     num_samples = options.num_samples
-    num_classes = trainer.model.num_classes
+    num_classes = maskgit.num_classes
     batch_size = _round_up(options.batch_size or config.batch_size, mesh.size)
     batch_size = min(batch_size, _round_up(num_samples, mesh.size))
     num_batches = math.ceil(num_samples / batch_size)
 
-    quantizer = trainer.tokenizer.model.built_quantizer()
+    quantizer = maskgit.tokenizer.model.built_quantizer()
     codebook = codebook_counter(quantizer)
 
     key = jax.random.key(options.seed)
@@ -680,7 +680,7 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
         "batch_size": int(batch_size),
         "codebook_size": int(quantizer.codebook_size),
         "tokenizer_workdir": str(config.tokenizer_workdir),
-        "tokenizer_step": int(trainer.tokenizer.step),
+        "tokenizer_step": int(maskgit.tokenizer.step),
         **({"reference_stats": str(stats_path), "reference_stats_cached": reference_cached,
             "reference_examples": int(reference.count), "reference_seconds": reference_seconds}
            if with_fid else {}),

@@ -3,11 +3,13 @@ r"""Sample images from a trained MaskGIT run with parallel decoding.
     python -m launch.sample --workdir=/tmp/maskgit_digits --out=/tmp/samples \
         --labels=0,1,2 --num_per_label=8 --steps=8 --temperature=1 --guidance_scale=2 --seed=0
 
-Restores the MaskGIT checkpoint (latest, or --step) and, through the `tokenizer_workdir` of its
-config, the tokenizer, onto this process's local devices. For each label writes
+Restores the MaskGIT checkpoint (latest, or --step) with `vqjax.load` (EMA params) and, through
+the `tokenizer_workdir` of its config, the tokenizer, onto this process's local devices. For each label writes
 `<out>/label_<L>.png` (a grid of --num_per_label images) and `<out>/label_<L>_tokens.npy` (int32
 [N, h, w(, Q)]); an unconditional model samples `<out>/unconditional.png`. Prints images/s (decode
-and tokenizer decoding, after compilation). Options left unset take the run's `config.sample`.
+and tokenizer decoding, after compilation). Options left unset take the run's `config.sample`: a
+MaskGIT converted by `launch.convert --from=maskgit` samples with the released decoding settings
+(cosine schedule, choice temperature 4.5, 8 steps at 256 px, 16 at 512 px).
 """
 
 from __future__ import annotations
@@ -46,21 +48,22 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
     import jax
     import numpy as np
 
+    import vqjax
+    from vqjax.inference import MaskGIT
     from vqjax.paths import resolve
-    from vqjax.train import maskgit as maskgit_train
-    from vqjax.train import mesh as mesh_lib
     from vqjax.train import metrics_writer
-    from vqjax.train.tokenizer import to_host
 
     if num_per_label < 1:
         raise ValueError(f"--num_per_label={num_per_label} must be >= 1")
     if options.get("num_steps") is not None and options["num_steps"] < 1:
         raise ValueError(f"--steps={options['num_steps']} must be >= 1 (decoding steps)")
     workdir, out = resolve(workdir), resolve(out)
-    mesh = mesh_lib.make_mesh(devices=jax.local_devices())
-    trainer, params, ckpt_step = maskgit_train.load_for_sampling(workdir, mesh, step)
-    tokenizer_variables = trainer.tokenizer.variables
-    num_classes = trainer.model.num_classes
+    run = vqjax.load(workdir, step)
+    if not isinstance(run, MaskGIT):
+        raise ValueError(f"{workdir!r} is a {run.config.get('trainer', 'tokenizer')!r} run, not a "
+                         "MaskGIT run: launch.sample samples MaskGIT runs")
+    ckpt_step = run.step
+    num_classes = run.num_classes
     if num_classes is None:
         groups = [("unconditional", None)]
     else:
@@ -71,8 +74,12 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
         groups = [(f"label_{label}", label) for label in labels]
 
     # Pad the batch to a multiple of the device count (extra samples are dropped).
-    batch = -(-num_per_label // mesh.size) * mesh.size
-    sample_fn = trainer.jit_sample(**maskgit_train.decode_options(trainer.config.sample, **options))
+    batch = -(-num_per_label // run.mesh.size) * run.mesh.size
+
+    def sample_fn(rng, label_array):
+        return run.sample(None if label is None else label_array, rng, batch_size=batch,
+                          return_tokens=True, **options)
+
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     files, timed_images, timed_seconds = [], 0, 0.0
@@ -80,9 +87,9 @@ def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_labe
         label_array = np.full((batch,), 0 if label is None else label, np.int32)
         rng = jax.random.fold_in(jax.random.key(seed), i)
         if i == 0:  # compile outside the timing
-            jax.block_until_ready(sample_fn(params, tokenizer_variables, rng, label_array))
+            jax.block_until_ready(sample_fn(rng, label_array))
         start = time.perf_counter()
-        tokens, images = to_host(sample_fn(params, tokenizer_variables, rng, label_array))
+        tokens, images = jax.device_get(sample_fn(rng, label_array))  # batch-sharded: all rows
         timed_seconds += time.perf_counter() - start
         timed_images += batch
         tokens, images = tokens[:num_per_label], images[:num_per_label]

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from configs import maskgit as maskgit_config
+import vqjax
 from tests.train_utils import apply_overrides, micro_config, read_metrics
 from vqjax.train import maskgit as maskgit_train
 from vqjax.train.tokenizer import train_and_evaluate as train_tokenizer
@@ -132,7 +133,7 @@ def step_setup(data_dir, tokenizer_workdir):
     from vqjax.train import mesh as mesh_lib
 
     mesh = mesh_lib.make_mesh()
-    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    tokenizer = vqjax.load(str(tokenizer_workdir), mesh=mesh)
     config = maskgit_train.resolve_config(
         maskgit_micro(data_dir, tokenizer_workdir, **{"model.dropout": 0.0}), tokenizer, 10)
     it = data_lib.input_pipeline("vqjax_digits", "train", global_batch_size=16, image_size=16,
@@ -212,8 +213,8 @@ def _final_params(workdir, num_devices=8):
     from vqjax.train import mesh as mesh_lib
 
     mesh = mesh_lib.make_mesh(devices=jax.devices()[:num_devices])
-    trainer, params, step = maskgit_train.load_for_sampling(str(workdir), mesh)
-    return step, jax.device_get(params)
+    run = vqjax.load(str(workdir), mesh=mesh)
+    return run.step, jax.device_get(run.params)
 
 
 def test_sigterm_saves_and_resume_is_bitwise_identical(data_dir, tokenizer_workdir, tmp_path,
@@ -323,7 +324,7 @@ def test_pre_encoded_tokens_equal_on_the_fly_encoding(tokens_dir, data_dir, toke
                                                                           "validation": 20}
     assert tokens_lib.read_info(out)["tokenizer_step"] == 2
     mesh = mesh_lib.make_mesh()
-    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    tokenizer = vqjax.load(str(tokenizer_workdir), mesh=mesh)
     encode = jax.jit(lambda v, x: maskgit_train.encode(tokenizer.model, v, x))
     images_it = data_lib.input_pipeline("vqjax_digits", "validation", global_batch_size=8,
                                         image_size=16, train=False, data_dir=str(data_dir))
@@ -544,9 +545,9 @@ def test_maskgit_is_pinned_to_its_tokenizer_checkpoint(maskgit_run, data_dir, to
     result = sample_cli.sample("maskgit", "samples", labels=[3], num_per_label=1, num_steps=2)
     assert result["step"] == 5 and (tmp_path / "samples" / "label_3.png").exists()
     mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
-    trainer, _, _ = maskgit_train.load_for_sampling("maskgit", mesh)
-    assert trainer.tokenizer.step == 2
-    assert trainer.tokenizer.fingerprint == saved["tokenizer_fingerprint"]
+    handle = vqjax.load("maskgit", mesh=mesh)
+    assert handle.tokenizer.step == 2
+    assert handle.tokenizer.fingerprint == saved["tokenizer_fingerprint"]
 
     # The tokenizer trains on with keep_checkpoints=1: the pinned step 2 stays.
     _save_perturbed_tokenizer(tokenizer, 2, 6, 0.02, max_to_keep=1)
@@ -556,11 +557,11 @@ def test_maskgit_is_pinned_to_its_tokenizer_checkpoint(maskgit_run, data_dir, to
     shutil.move(tokenizer / "checkpoints" / "2", tmp_path / "tokenizer_2")
     with pytest.raises(pinning.TokenizerPinError, match=r"pinned to tokenizer checkpoint 2 of "
                                                         rf"{tokenizer}, which is gone"):
-        maskgit_train.load_for_sampling("maskgit", mesh)
+        vqjax.load("maskgit", mesh=mesh)
     shutil.copytree(tokenizer / "checkpoints" / "6", tokenizer / "checkpoints" / "2")
     with pytest.raises(pinning.TokenizerPinError, match=r"tokenizer checkpoint 2 of .* is not "
                                                         r"the one .*params hash"):
-        maskgit_train.load_for_sampling("maskgit", mesh)
+        vqjax.load("maskgit", mesh=mesh)
     with pytest.raises(pinning.TokenizerPinError, match="params hash"):
         run(maskgit_micro(data_dir, "tokenizer", total_steps=6, **{"mesh.num_devices": 1}),
             "maskgit")
@@ -572,11 +573,12 @@ def test_tokenizer_fingerprint_is_the_same_on_host_and_devices(tokenizer_workdir
     import jax
     import numpy as np
 
+    from vqjax import inference
     from vqjax.train import mesh as mesh_lib
     from vqjax.train import pinning
 
     mesh = mesh_lib.make_mesh()
-    tokenizer = maskgit_train.restore_tokenizer(str(tokenizer_workdir), mesh)
+    tokenizer = inference.load_tokenizer(str(tokenizer_workdir), mesh=mesh)
     host = pinning.params_hash(jax.device_get(tokenizer.variables))
     assert pinning.params_hash(tokenizer.variables) == host
     assert pinning.params_hash(tokenizer.variables, on_devices=True) == host

@@ -50,6 +50,20 @@ S = b gives one 2-way softmax per bit. Default S (codebook_splits=None): 2, Mask
 all its 10-18-bit models, when it divides b; else the smallest divisor of b above 1. b <= 30
 (indices are int32).
 
+BERT architecture (`architecture="bert"`, `create("released")`): the network of MaskGIT's released
+checkpoints (`maskgit/nets/maskgit_transformer.py`), which `python -m launch.convert --from=maskgit`
+converts exactly. One vocabulary [vocab_size codes | num_classes class tokens | mask] of
+`word_embedding` rows: the class token of label c is the id vocab_size + c and sits at sequence
+position 0, the mask token is the last row (the released mask id -1), so `mask_token_id` =
+vocab_size + num_classes and `null_label` = num_classes names that same mask row (an unknown class:
+classifier-free guidance and class dropout need no extra row). word + 1D learned position embeddings
+over the 1 + h*w positions -> LayerNorm -> dropout -> post-LN blocks (x = LN(x + Drop(MHSA(x))),
+x = LN(x + Drop(Dense(GELU(Dense(x)))))) -> MLM head Dense -> GELU -> LayerNorm -> logits =
+h @ word_embedding.T + bias, every LayerNorm with BERT's epsilon 1e-12 and every kernel and
+embedding initialised N(0, 0.02) truncated at 2 sigma. The class position and the class and mask
+columns are dropped from the output, so logits are [B, h, w, vocab_size] as in the default
+architecture. Single-index tokens and index prediction only.
+
 Sizes (`create`): tiny 2 layers / 64 / 2 heads / MLP 256 (CPU tests); S 12 / 512 / 8 / 2048;
 B 24 / 768 / 16 / 3072 (the paper's); L 24 / 1024 / 16 / 4096 (BERT-large shape, ~300M like
 MaskBit's). S/B/L use dropout 0.1 (MaskGIT's); tiny none.
@@ -87,8 +101,13 @@ SIZES: dict[str, TransformerSize] = {
     "L": TransformerSize(num_layers=24, width=1024, num_heads=16, mlp_dim=4096),
 }
 
+ARCHITECTURES = ("vqjax", "bert")
+BERT_LAYER_NORM_EPSILON = 1e-12  # maskgit_transformer.LAYERNORM_EPSILON
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(size="tiny", dropout_rate=0.0, attention_dropout_rate=0.0),
+    # MaskGIT's released ImageNet transformers (256 and 512 px differ only in the token grid).
+    "released": dict(size="B", architecture="bert", dropout_rate=0.1, attention_dropout_rate=0.1),
     "S": dict(size="S", dropout_rate=0.1, attention_dropout_rate=0.1),
     "B": dict(size="B", dropout_rate=0.1, attention_dropout_rate=0.1),
     "L": dict(size="L", dropout_rate=0.1, attention_dropout_rate=0.1),
@@ -115,7 +134,9 @@ class MaskGIT(nn.Module):
     `num_classes` (None: no class token), `size` (a name in SIZES, a TransformerSize or a
     4-tuple), `tie_head` (index mode: logits from the token embedding, else a Dense), `posemb`
     ("learned" | "sincos2d"), `feed_forward`, `dropout_rate`, `attention_dropout_rate`, `remat`,
-    `dtype` (compute), `param_dtype`. Dropout needs `rngs={"dropout": ...}` when train=True.
+    `dtype` (compute), `param_dtype`, `architecture` ("vqjax": the above; "bert": MaskGIT's
+    released network, see the module docstring). Dropout needs `rngs={"dropout": ...}` when
+    train=True.
     """
 
     vocab_size: int = 1024
@@ -132,12 +153,16 @@ class MaskGIT(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    architecture: str = "vqjax"
 
     # -- configuration, usable on an unbound model -------------------------------------------
     @property
     def mask_token_id(self) -> int:
         """The id of the mask token: vocab_size (an extra embedding row after the codes); bits
-        mode: 2^k, the group mask id (one past the 2^k values of a group)."""
+        mode: 2^k, the group mask id (one past the 2^k values of a group); bert: the last row of
+        the one vocabulary, after the codes and the class tokens."""
+        if self.architecture == "bert":
+            return int(self.vocab_size) + int(self.num_classes or 0)
         return self.group_size if self.prediction == "bits" else int(self.vocab_size)
 
     @property
@@ -209,7 +234,31 @@ class MaskGIT(nn.Module):
             return tokens
         return combine_bit_groups(tokens, self.group_bits)
 
+    @property
+    def bert_vocab_size(self) -> int:
+        """bert: rows of the one vocabulary, codes + classes + mask."""
+        return int(self.vocab_size) + int(self.num_classes or 0) + 1
+
     def check_fields(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"{MODEL}: unknown `architecture` {self.architecture!r}; choose one of "
+                f"{ARCHITECTURES}"
+            )
+        if self.architecture == "bert":
+            unsupported = {
+                "prediction": (self.prediction, "index"),
+                "indices_per_position": (self.indices_per_position, None),
+                "tie_head": (self.tie_head, True),
+                "posemb": (self.posemb, "learned"),
+                "feed_forward": (self.feed_forward, "mlp"),
+            }
+            for field, (value, needed) in unsupported.items():
+                if value != needed:
+                    raise ValueError(
+                        f"{MODEL}: architecture='bert' (MaskGIT's released network) needs "
+                        f"`{field}`={needed!r}, got {value!r}"
+                    )
         if self.prediction not in PREDICTIONS:
             raise ValueError(
                 f"{MODEL}: unknown `prediction` {self.prediction!r}; choose one of {PREDICTIONS}"
@@ -289,6 +338,8 @@ class MaskGIT(nn.Module):
         group logits [B, h, w, (Q,) S, 2^k], one softmax per group."""
         self.check_fields()
         self._check_inputs(tokens, labels)
+        if self.architecture == "bert":
+            return self._bert(tokens, labels, train)
         size = resolve_size(self.size)
         width, num_q = size.width, self.num_indices
         batch, height, grid_width = tokens.shape[:3]
@@ -371,6 +422,58 @@ class MaskGIT(nn.Module):
             logits = logits.reshape(batch, height, grid_width, num_q, out_size)
         return logits if self.index_axes else logits[:, :, :, 0]
 
+    def _bert(self, tokens: Array, labels: Array | None, train: bool) -> Array:
+        """MaskGIT's released network (see the module docstring): tokens int [B, h, w] -> float32
+        logits [B, h, w, vocab_size]."""
+        size = resolve_size(self.size)
+        width = size.width
+        batch, height, grid_width = tokens.shape
+        num_positions = height * grid_width
+        ids = tokens.reshape(batch, num_positions).astype(jnp.int32)  # [B, N]
+        if self.num_classes is not None:
+            if labels is None:
+                labels = jnp.full((batch,), self.null_label, jnp.int32)
+            class_ids = self.vocab_size + labels.astype(jnp.int32)  # null label -> the mask row
+            ids = jnp.concatenate([class_ids[:, None], ids], axis=1)  # [B, 1 + N]
+        length = ids.shape[1]
+        norm = lambda name: nn.LayerNorm(  # noqa: E731
+            epsilon=BERT_LAYER_NORM_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype,
+            name=name,
+        )
+        word_embedding = self.param(
+            "word_embedding", _bert_init, (self.bert_vocab_size, width), self.param_dtype
+        )  # [V + C + 1, D]: codes, class tokens, mask
+        if self.has_variable("params", "position_embedding"):
+            stored = self.get_variable("params", "position_embedding").shape[0]
+            if stored != length:
+                raise ValueError(
+                    f"{MODEL}: the position embeddings hold {stored} positions but a {height}x"
+                    f"{grid_width} token grid needs {length} (class token + h*w); the bert "
+                    "architecture's learned positions fix the resolution"
+                )
+        position_embedding = self.param(
+            "position_embedding", _bert_init, (length, width), self.param_dtype
+        )  # [1 + N, D]
+        x = jnp.take(word_embedding, ids, axis=0) + position_embedding[None]  # [B, 1 + N, D]
+        x = norm("ln_embedding")(x.astype(self.dtype))
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        block_cls = nn.remat(BertBlock, static_argnums=(2,)) if self.remat else BertBlock
+        for index in range(size.num_layers):
+            x = block_cls(
+                num_heads=size.num_heads, mlp_dim=size.mlp_dim, dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
+                param_dtype=self.param_dtype, name=f"block_{index:02d}",
+            )(x, not train)
+        h = nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=_bert_init, name="head_hidden")(x)
+        h = norm("head_ln")(nn.gelu(h))
+        logits = jnp.einsum("bnd,vd->bnv", h, word_embedding.astype(self.dtype))
+        logits = logits.astype(jnp.float32) + self.param(
+            "head_output_bias", nn.initializers.zeros, (self.bert_vocab_size,), self.param_dtype
+        ).astype(jnp.float32)  # [B, 1 + N, V + C + 1]
+        logits = logits[:, length - num_positions:, : self.vocab_size]  # codes at token positions
+        return logits.reshape(batch, height, grid_width, self.vocab_size)
+
     def _bit_embedding(self, groups: Array, width: int) -> Array:
         """Bits mode input: group tokens [B, N, Q, S] -> Dense(+-1 bits of the position's Q*b bits,
         0 for every bit of a masked group) [B, N, D] (MaskBit's `preprocess_tokens` +
@@ -394,8 +497,48 @@ class MaskGIT(nn.Module):
         return (normed * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
 
 
+def _bert_init(key, shape, dtype=jnp.float32):
+    """BERT's / MaskGIT's initializer: N(0, 0.02) truncated at +-2 (before scaling)."""
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * EMBEDDING_STD
+
+
+class BertBlock(nn.Module):
+    """Post-LN transformer block of BERT / MaskGIT's released transformer, tokens [B, N, D]:
+    x = LN(x + Drop(MHSA(x))); x = LN(x + Drop(Dense(GELU(Dense(x))))), LayerNorm eps 1e-12."""
+
+    num_heads: int
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool = True) -> Array:
+        width = x.shape[-1]
+        norm = lambda name: nn.LayerNorm(  # noqa: E731
+            epsilon=BERT_LAYER_NORM_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype,
+            name=name,
+        )
+        dense = lambda features, name: nn.Dense(  # noqa: E731
+            features, dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_bert_init,
+            name=name,
+        )
+        h = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
+            kernel_init=_bert_init, dropout_rate=self.attention_dropout_rate,
+            force_fp32_for_softmax=True, name="attention",
+        )(x, x, deterministic=deterministic)
+        x = norm("ln_attention")(nn.Dropout(self.dropout_rate)(h, deterministic=deterministic) + x)
+        h = dense(width, "wo")(nn.gelu(dense(self.mlp_dim, "wi")(x)))
+        return norm("ln_feed_forward")(
+            nn.Dropout(self.dropout_rate)(h, deterministic=deterministic) + x
+        )
+
+
 def create(preset: str = "B", **overrides) -> MaskGIT:
-    """A MaskGIT from a preset name in PRESETS ("tiny", "S", "B", "L"), fields overridden."""
+    """A MaskGIT from a preset name in PRESETS ("tiny", "S", "B", "L", "released": MaskGIT's
+    released BERT network), fields overridden."""
     if preset not in PRESETS:
         raise ValueError(f"{MODEL}: unknown preset {preset!r}; choose one of {list(PRESETS)}")
     return MaskGIT(**{**PRESETS[preset], **overrides})

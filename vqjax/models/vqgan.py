@@ -15,8 +15,12 @@ after the first level -> GroupNorm -> swish -> conv3x3 to 3 channels. len(channe
 gives a downsampling factor of 2^(n-1): (1, 1, 2, 2, 4) is f16 (256px -> 16x16 tokens).
 
 Sub-modules are created in MaskGIT's order with Flax's automatic names, so MaskGIT's encoder and
-decoder parameter trees load by name (set `shortcut="output"`, see layers.ResBlock, to reproduce
-MaskGIT's released computation exactly; and `conv_downsample` stays False as in its configs).
+decoder parameter trees load by name. The released tokenizer (`create("maskgit_released")`, what
+`python -m launch.convert --from=maskgit` builds) differs from our default in two options:
+`shortcut="output"` (see layers.ResBlock: its 1x1 shortcut projects the residual branch's output)
+and `pixel_range="unit"` (its encoder sees images in [0, 1] and its decoder predicts [0, 1]; the
+model's interface stays [-1, 1] and maps at both ends). `conv_downsample` stays False as in its
+configs.
 
 The quantizer is any `vqjax.quantizers` name; `embedding_dim` follows from it when it fixes its
 input width (FSQ's levels, a `dim` option). Inputs are checked when traced: rank, channel count,
@@ -39,6 +43,7 @@ from vqjax.quantizers.linen import QuantizerModule
 
 Array = jax.Array
 MODEL = "vqgan"
+PIXEL_RANGES = ("signed", "unit")  # the network's own pixel range: [-1, 1] or [0, 1]
 
 # MaskGIT's ImageNet tokenizer (configs/vqgan_config.py): 1024 codes of 256-d, commitment 0.25.
 DEFAULT_VQ_OPTIONS = {"codebook_size": 1024, "commitment_weight": 0.25}
@@ -47,6 +52,9 @@ DEFAULT_EMBEDDING_DIM = 256
 PRESETS: dict[str, dict[str, Any]] = {
     # f16, 128 base filters, (1, 1, 2, 2, 4), 2 res blocks: ~ MaskGIT's ImageNet tokenizer.
     "maskgit": dict(filters=128, num_res_blocks=2, channel_multipliers=(1, 1, 2, 2, 4)),
+    # MaskGIT's released ImageNet tokenizers (256 and 512 px: the same network), exactly.
+    "maskgit_released": dict(filters=128, num_res_blocks=2, channel_multipliers=(1, 1, 2, 2, 4),
+                             shortcut="output", pixel_range="unit"),
     # f8 variant (MaskGIT's 512px configs keep f16; this is for 32x32 tokens at 256px).
     "f8": dict(filters=128, num_res_blocks=2, channel_multipliers=(1, 1, 2, 4)),
     # CPU-sized: f4, 32 -> 64 channels, one res block per level (32px -> 8x8 tokens).
@@ -145,7 +153,8 @@ class VQGAN(nn.Module):
     n levels downsample by 2^(n-1)), `embedding_dim` (None: what the quantizer needs, else 256),
     `norm_groups` (GroupNorm groups; every level's channels must divide by it), `conv_downsample`
     (strided 4x4 conv instead of average pooling), `shortcut` ("input" | "output", MaskGIT's),
-    `quantizer` (a name or a built Quantizer), `quantizer_options` (None: MaskGIT's 1024-code vq
+    `pixel_range` (what the network itself sees and predicts: "signed" [-1, 1], or "unit" [0, 1]
+    as MaskGIT's released tokenizer; `encode`/`decode` always take and give [-1, 1]), `quantizer` (a name or a built Quantizer), `quantizer_options` (None: MaskGIT's 1024-code vq
     for "vq", none otherwise), `channels`, `dtype`, `param_dtype`.
     """
 
@@ -156,6 +165,7 @@ class VQGAN(nn.Module):
     norm_groups: int = 32
     conv_downsample: bool = False
     shortcut: str = "input"
+    pixel_range: str = "signed"
     quantizer: Any = "vq"
     quantizer_options: Any = None
     channels: int = 3
@@ -205,6 +215,10 @@ class VQGAN(nn.Module):
                 )
         if self.shortcut not in ("input", "output"):
             raise ValueError(f"{MODEL}: unknown `shortcut` {self.shortcut!r}; 'input' or 'output'")
+        if self.pixel_range not in PIXEL_RANGES:
+            raise ValueError(
+                f"{MODEL}: unknown `pixel_range` {self.pixel_range!r}; choose one of {PIXEL_RANGES}"
+            )
 
     def setup(self):
         self._check_fields()
@@ -236,6 +250,8 @@ class VQGAN(nn.Module):
             MODEL, images.shape, factor, "channel_multipliers",
             f"the downsampling factor 2^(len(channel_multipliers)-1) = {factor}",
         )
+        if self.pixel_range == "unit":
+            images = (images + 1.0) * 0.5  # [-1, 1] -> [0, 1], what the released encoder saw
         latents = self.encoder(images)  # [B, h, w, D]
         z_q, aux = self.quantize(latents.astype(jnp.float32), train=train)
         return z_q, aux.indices, aux
@@ -248,7 +264,10 @@ class VQGAN(nn.Module):
                 f"{MODEL}: decode expects codes [B, h, w, D], got shape "
                 f"{getattr(z_q, 'shape', None)}"
             )
-        return self.decoder(z_q)
+        images = self.decoder(z_q)
+        if self.pixel_range == "unit":
+            images = images * 2.0 - 1.0  # the released decoder predicts [0, 1]
+        return images
 
     def decode_indices(self, indices: Array) -> Array:
         """Token indices [B, h, w] (+ the quantizer's index axes) -> images, via the codebook."""

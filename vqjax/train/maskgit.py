@@ -3,8 +3,9 @@
     python -m launch.train --config=configs/maskgit.py:tiny --workdir=/tmp/maskgit \
         --config.tokenizer_workdir=/tmp/tokenizer_run
 
-The tokenizer (its config from its checkpoint's `config` item, EMA params and quantizer state) is
-restored read-only onto this run's mesh. Images are encoded to token indices inside the jitted step
+The tokenizer is restored read-only onto this run's mesh by `vqjax.inference.load_tokenizer_of`
+(the `vqjax.load` handle: its config from its checkpoint, EMA params and quantizer state; the step
+`config.tokenizer_step` when present and >= 0, else the latest). Images are encoded to token indices inside the jitted step
 (`stop_gradient`), masked per the schedule (`maskgit.mask_tokens`), labels dropped with
 `masking.class_dropout` (classifier-free guidance), and the masked cross-entropy (label smoothing)
 minimised. As in the tokenizer trainer: one jitted donated step over a ("data", "fsdp") mesh,
@@ -30,106 +31,48 @@ import numpy as np
 import optax
 
 from vqjax import data as data_lib
+from vqjax import inference
 from vqjax.data import tokens as tokens_lib
 from vqjax.models import maskgit as maskgit_lib
 from vqjax.paths import resolve
-from vqjax.quantizers.linen import QUANTIZER_STATE
-from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
 from vqjax.train import metrics_writer
+from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import loop, pinning
-from vqjax.train.tokenizer import TokenizerTrainer, compute_dtype
+from vqjax.train.tokenizer import compute_dtype
 
 log = logging.getLogger("vqjax.train.maskgit")
 
 
 # ------------------------------------------------------------------------------------------------
-# The frozen tokenizer
+# The frozen tokenizer: a `vqjax.inference.Tokenizer` handle (model, variables, config, step)
 # ------------------------------------------------------------------------------------------------
-@flax.struct.dataclass
-class Tokenizer:
-    """A restored tokenizer: the module (static) and its inference variables (EMA params);
-    `fingerprint` identifies the checkpoint (`vqjax.train.pinning`)."""
-    model: Any = flax.struct.field(pytree_node=False)
-    variables: Any
-    config: Any = flax.struct.field(pytree_node=False)
-    step: int = flax.struct.field(pytree_node=False)
-    fingerprint: str = flax.struct.field(pytree_node=False, default="")
-
-
-def restore_tokenizer(tokenizer_workdir: str, mesh, step: int | None = None,
-                      fingerprint: str = "") -> Tokenizer:
-    """The tokenizer of checkpoint `step` of `tokenizer_workdir` (None: the latest), its state
-    placed on `mesh`. A pinned run passes its step and `fingerprint`: a checkpoint that is gone
-    or differs raises `pinning.TokenizerPinError` naming the step and the workdir."""
-    tokenizer_workdir = resolve(tokenizer_workdir)
-    if not tokenizer_workdir:
-        raise ValueError("config.tokenizer_workdir is required: pass "
-                         "--config.tokenizer_workdir=DIR, the workdir of a trained tokenizer run "
-                         "(python -m launch.train --config=configs/vitvqgan.py:...)")
-    directory = Path(tokenizer_workdir) / "checkpoints"
-    if not directory.is_dir():
-        raise FileNotFoundError(f"config.tokenizer_workdir={tokenizer_workdir!r} has no "
-                                f"checkpoints/ directory; train a tokenizer there first")
-    checkpointer = ckpt_lib.Checkpointer(tokenizer_workdir, read_only=True, async_save=False)
-    try:
-        if step is None:
-            step = checkpointer.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"config.tokenizer_workdir={tokenizer_workdir!r} holds no "
-                                        "complete checkpoint; train the tokenizer for at least "
-                                        "checkpoint_every_steps steps")
-        elif step not in checkpointer.all_steps():
-            raise pinning.missing_step_error(tokenizer_workdir, step, checkpointer.all_steps())
-        saved_config = checkpointer.restore_config(step)
-        config = ml_collections.ConfigDict(saved_config)
-        if config.get("trainer", "tokenizer") != "tokenizer":
-            raise ValueError(f"config.tokenizer_workdir={tokenizer_workdir!r} is a "
-                             f"{config.trainer!r} run, not a tokenizer run")
-        config.loss.perceptual_weight = 0.0  # no VGG16 needed: only the state layout matters
-        trainer = TokenizerTrainer(config, mesh)
-        abstract, shardings = trainer.state_shardings()
-        state, _, _ = checkpointer.restore(step, ckpt_lib.abstract_like(abstract, shardings))
-    finally:
-        checkpointer.close()
-    variables = {"params": state.ema_params, QUANTIZER_STATE: state.quantizer_state}
-    actual = pinning.fingerprint(saved_config, variables)
-    pinning.check_fingerprint(fingerprint, actual, tokenizer_workdir=tokenizer_workdir, step=step)
-    log.info("tokenizer: %s step %d (%s)", tokenizer_workdir, step, actual)
-    return Tokenizer(model=trainer.model, variables=variables, config=config, step=step,
-                     fingerprint=actual)
-
-
-def encode(tokenizer_model, variables, images) -> jax.Array:
-    """Images [B, H, W, 3] in [-1, 1] -> token indices [B, h, w(, Q)] (no gradient)."""
-    _, indices, _ = tokenizer_model.apply(variables, images, train=False,
-                                          method=tokenizer_model.encode)
-    return jax.lax.stop_gradient(indices).astype(jnp.int32)
-
-
-def decode(tokenizer_model, variables, tokens, logit_laplace_eps: float | None = None) -> jax.Array:
-    """Token indices -> images in [-1, 1] (logit-laplace decoder outputs mapped to pixels)."""
-    images = tokenizer_model.apply(variables, tokens, method=tokenizer_model.decode_indices)
-    if images.shape[-1] == 6:
-        from vqjax.losses import reconstruction
-
-        eps = reconstruction.LOGIT_LAPLACE_EPS if logit_laplace_eps is None else logit_laplace_eps
-        images = reconstruction.logit_laplace_to_pixels(images, eps)
-    return jnp.clip(images.astype(jnp.float32), -1.0, 1.0)
+Tokenizer = inference.Tokenizer
+encode = inference.encode_indices
+decode = inference.decode_indices
 
 
 # ------------------------------------------------------------------------------------------------
 # Config -> objects
 # ------------------------------------------------------------------------------------------------
 def build_maskgit(config, tokenizer_model, num_classes: int | None) -> maskgit_lib.MaskGIT:
+    """The MaskGIT of config.model for the tokens of `tokenizer_model`. `model.size` is a preset
+    name or [num_layers, width, num_heads, mlp_dim] (converted checkpoints of other sizes);
+    `model.architecture` (absent: "vqjax") "bert" is MaskGIT's released network."""
     m = config.model
     overrides: dict[str, Any] = dict(num_classes=num_classes, posemb=m.posemb,
                                      tie_head=m.tie_head, dtype=compute_dtype(config))
+    architecture = m.get("architecture", "vqjax")
+    if architecture != "vqjax":
+        overrides["architecture"] = architecture
+    preset = m.size
+    if not isinstance(preset, str):
+        preset, overrides["size"] = "B", tuple(int(v) for v in m.size)
     if m.get("codebook_splits", 0):  # 0: the default (bits mode); index mode rejects other values
         overrides["codebook_splits"] = int(m.codebook_splits)
     if m.dropout >= 0:
         overrides.update(dropout_rate=m.dropout, attention_dropout_rate=m.dropout)
-    return maskgit_lib.for_quantizer(tokenizer_model, m.size, prediction=m.prediction or None,
+    return maskgit_lib.for_quantizer(tokenizer_model, preset, prediction=m.prediction or None,
                                      **overrides)
 
 
@@ -408,7 +351,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     mesh = loop.make_mesh(config)
     ckpt_lib.check_workdir(workdir)
     tokenizer_step, fingerprint = pinned_tokenizer(config, workdir)
-    tokenizer = restore_tokenizer(config.tokenizer_workdir, mesh, tokenizer_step, fingerprint)
+    tokenizer = inference.load_tokenizer_of(config, mesh, step=tokenizer_step,
+                                            fingerprint=fingerprint)
     if jax.process_index() == 0:
         pinning.pin(config.tokenizer_workdir, tokenizer.step, tokenizer.fingerprint, workdir)
     image_size = config.dataset.image_size or int(tokenizer.config.dataset.image_size)
@@ -486,39 +430,6 @@ def evaluate(trainer: MaskGITTrainer, params, eval_sums) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# Restoring a finished run for sampling
-# ------------------------------------------------------------------------------------------------
-def load_for_sampling(workdir: str, mesh, step: int | None = None):
-    """(trainer, params, checkpoint step) of a MaskGIT run, the tokenizer restored via its config
-    at the step the run is pinned to (its fingerprint checked; runs from before pinning: the
-    latest, with a warning); params are the EMA params when the run kept them
-    (config.ema_decay > 0)."""
-    workdir = resolve(workdir)
-    if not (Path(workdir) / "checkpoints").is_dir():
-        raise FileNotFoundError(f"{workdir!r} has no checkpoints/ directory (not a MaskGIT run?)")
-    checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True, async_save=False)
-    try:
-        step = checkpointer.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{workdir!r} holds no complete checkpoint")
-        config = ml_collections.ConfigDict(checkpointer.restore_config(step))
-        if config.get("trainer") != "maskgit":
-            raise ValueError(f"{workdir!r} is a {config.get('trainer')!r} run, not a MaskGIT run")
-        tokenizer_step = pinning.pinned_step(config)
-        if tokenizer_step is None:
-            log.warning("%s predates tokenizer pinning: using the tokenizer's latest checkpoint",
-                        workdir)
-        tokenizer = restore_tokenizer(config.tokenizer_workdir, mesh, tokenizer_step,
-                                      pinning.pinned_fingerprint(config))
-        trainer = MaskGITTrainer(config, mesh, tokenizer, config.model.num_classes or None)
-        abstract, shardings = trainer.state_shardings()
-        state, _, _ = checkpointer.restore(step, ckpt_lib.abstract_like(abstract, shardings))
-    finally:
-        checkpointer.close()
-    return trainer, trainer.inference_params(state), step
-
-
-# ------------------------------------------------------------------------------------------------
 # Pre-encoding a dataset into tokens (python -m launch.encode_tokens)
 # ------------------------------------------------------------------------------------------------
 def _local_rows(array: jax.Array) -> np.ndarray:
@@ -552,7 +463,7 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
     if jax.process_index() == 0:  # the old dataset is incomplete from here until the new info
         (out_dir / tokens_lib.INFO_FILE).unlink(missing_ok=True)
     mesh = mesh_lib.make_mesh()
-    tokenizer = restore_tokenizer(tokenizer_workdir, mesh, tokenizer_step)
+    tokenizer = inference.load_tokenizer(tokenizer_workdir, tokenizer_step, mesh=mesh)
     tok_cfg = tokenizer.config
     dataset = dataset or tok_cfg.dataset.name
     data_dir = data_dir or tok_cfg.dataset.get("data_dir") or None

@@ -50,6 +50,10 @@ def compute_dtype(config) -> Any:
     return DTYPES[config.compute_dtype]
 
 
+VQGAN_FIELDS = ("filters", "num_res_blocks", "channel_multipliers", "norm_groups", "shortcut",
+                "pixel_range")
+
+
 def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
     """The tokenizer named by config.model.name, with the quantizer of config.quantizer."""
     name, options = quantizer_options(config.quantizer)
@@ -62,7 +66,12 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
             dropout_rate=m.dropout, latent_dim=m.latent_dim or None,
             logit_laplace=config.loss.logit_laplace_weight > 0, **common)
     if m.name == "vqgan":
-        return vqgan.create(m.size, embedding_dim=m.embedding_dim or None, **common)
+        # Optional architecture fields (absent or empty: the size preset's), e.g. those
+        # launch.convert infers from a released checkpoint.
+        extra = {key: m[key] for key in VQGAN_FIELDS if m.get(key) not in (None, 0, "", ())}
+        if "channel_multipliers" in extra:
+            extra["channel_multipliers"] = tuple(extra["channel_multipliers"])
+        return vqgan.create(m.size, embedding_dim=m.embedding_dim or None, **extra, **common)
     if m.name == "taming_vqgan":  # every architecture field explicit: converters set them
         return taming_vqgan.TamingVQGAN(
             filters=m.filters, channel_multipliers=tuple(m.channel_multipliers),
