@@ -342,7 +342,7 @@ def test_anchored_restart_matches_cvq_formula(ema_update):
     """One step of restart="anchored" against numpy: code_k moves toward its closest batch latent
     by exp(-10 K p_k / (1 - decay) - 1e-3), p_k the EMA of its batch share (CVQ's quantise.py)."""
     decay = 0.9
-    q = quantizers.build("vq", codebook_size=6, decay=decay, restart="anchored",
+    q = quantizers.build("vq", codebook_size=6, decay=decay, restart="anchored", anchor="closest",
                          ema_update=ema_update)
     rng = np.random.default_rng(3)
     z = (rng.normal(size=(40, 2)) + np.array([3.0, 0.0])).astype(np.float32)
@@ -429,3 +429,22 @@ def test_anchored_restarts_recover_codes_left_behind_by_the_features():
     assert len(np.unique(np_nearest(data, anchored))) == num_codes
     assert np_distortion(data, anchored) <= 1.2 * sk_distortion, (
         np_distortion(data, anchored), sk_distortion)
+
+
+def test_options_a_quantizer_cannot_honour_are_errors_naming_them():
+    with pytest.raises(ValueError, match="'entropy_loss_weight' is an option of .*vq.*not of 'fsq'"):
+        quantizers.build("fsq", levels=(8, 5, 5, 5), entropy_loss_weight=0.1)
+    with pytest.raises(ValueError, match="'restart' is an option of vq, not of 'simvq'"):
+        quantizers.build("simvq", codebook_size=16, restart="anchored")
+    with pytest.raises(ValueError, match="restart='anchored'.*threshold_ema_dead_code"):
+        quantizers.build("vq", restart="anchored", threshold_ema_dead_code=2.0)
+    with pytest.raises(ValueError, match="restart='anchored' needs usage statistics.*decay"):
+        quantizers.build("vq", restart="anchored", ema_update=False, decay=0.0)
+    with pytest.raises(ValueError, match="restart must be one of random, anchored"):
+        quantizers.build("vq", restart="cvq")
+    with pytest.raises(ValueError, match="anchor must be one of"):
+        quantizers.build("vq", restart="anchored", anchor="nearest")
+    with pytest.raises(ValueError, match="entropy_temperature must be > 0"):
+        quantizers.build("vq", entropy_loss_weight=0.1, entropy_temperature=0.0)
+    with pytest.raises(ValueError, match="codebook_diversity_loss_weight must be >= 0"):
+        quantizers.build("vq", codebook_diversity_loss_weight=-1.0)
