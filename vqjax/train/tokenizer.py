@@ -71,7 +71,8 @@ def build_discriminator(config) -> nn.Module:
     dtype = compute_dtype(config)
     if d.name == "stylegan":
         return disc_lib.StyleGANDiscriminator(
-            filters=d.filters, channel_multipliers=tuple(d.channel_multipliers), dtype=dtype)
+            filters=d.filters, channel_multipliers=tuple(d.channel_multipliers),
+            mbstd_group_size=d.get("mbstd_group_size", 4), dtype=dtype)
     if d.name == "patchgan":
         return disc_lib.PatchGANDiscriminator(filters=d.filters, num_layers=d.num_layers,
                                               norm="group", dtype=dtype)
