@@ -351,8 +351,7 @@ def evaluate_tokenizer(run: Run, options: EvalOptions, inception_params,
         state, _, _ = checkpointer.restore(run.step, ckpt_lib.abstract_like(abstract, shardings))
     finally:
         checkpointer.close()
-    params = state.ema_params if options.use_ema else state.params
-    quantizer_state = state.quantizer_state
+    params, quantizer_state = state.inference_variables(options.use_ema)  # consistent pairs
     replicated = mesh_lib.replicated(mesh)
 
     # -- data: the eval split in order, center crops, the last batch padded (mask=False) ----------

@@ -1,7 +1,7 @@
 """Whole-dataset evaluation: rFID/PSNR/SSIM/codebook usage of a tokenizer, FID/IS of samples.
 
     def reconstruct_fn(images):             # images [B, H, W, 3] in [-1, 1]
-        recon, aux = reconstruct(state.ema_params, state.quantizer_state, images)
+        recon, aux = reconstruct(*state.inference_variables(), images)
         return recon, aux.indices           # or just recon (no codebook statistics)
 
     params = load_inception_params()

@@ -83,7 +83,8 @@ def restore_tokenizer(tokenizer_workdir: str, mesh) -> Tokenizer:
         state, _, _ = checkpointer.restore(step, ckpt_lib.abstract_like(abstract, shardings))
     finally:
         checkpointer.close()
-    variables = {"params": state.ema_params, QUANTIZER_STATE: state.quantizer_state}
+    params, quantizer_state = state.inference_variables()  # EMA params, EMA quantizer state
+    variables = {"params": params, QUANTIZER_STATE: quantizer_state}
     log.info("tokenizer: %s step %d", tokenizer_workdir, step)
     return Tokenizer(model=trainer.model, variables=variables, config=config, step=step)
 
