@@ -7,7 +7,9 @@ complete, so a run killed at any moment leaves only whole checkpoints behind; sa
 the train loop continues while the previous one is written.
 
 Restoring takes an abstract state whose leaves carry the target shardings: a checkpoint written on
-8 devices restores onto 1 (or any other mesh).
+8 devices restores onto 1 (or any other mesh). A checkpoint written before a state field existed
+restores when the state's class derives that field (`fill_missing(restored_fields) -> {name:
+value}`, e.g. the tokenizer's `ema_quantizer_state` from its `quantizer_state`).
 """
 
 from __future__ import annotations
