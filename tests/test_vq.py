@@ -301,7 +301,8 @@ def test_maskgit_entropy_loss_gradient_matches_finite_differences():
         return q.apply({"params": params, "state": variables["state"]}, z, rng=jax.random.key(0),
                        train=True)[1].loss
 
-    g_params, g_z = jax.grad(loss, argnums=(0, 1))(variables["params"], jnp.asarray(z, jnp.float32))
+    g_params, g_z = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables["params"],
+                                                           jnp.asarray(z, jnp.float32))
 
     def numeric(f, x, h=1e-5):
         grad = np.zeros_like(x)
