@@ -9,7 +9,8 @@ Variants: a size (tiny, maskgit), `dataset=NAME`, `res=PIXELS`.
 `maskgit` is google-research/maskgit's released tokenizer recipe: `configs/vqgan_config.py` (on
 `configs/base_config.py`), `nets/vqgan_tokenizer.py`, `nets/discriminator.py`, `libml/losses.py`:
 - model: 128 filters, channel multipliers (1, 1, 2, 2, 4) (f16), 2 residual blocks per level,
-  GroupNorm + swish, no attention, average-pool downsampling (`conv_downsample=False`), 256-d latents;
+  GroupNorm + swish, no attention, average-pool downsampling (`conv_downsample=False`), 256-d
+  latents;
 - quantizer: `vq` with 1024 codes learned by gradient (`ema_update=False`): q_latent_loss (weight 1)
   + 0.25 x e_latent_loss, plus MaskGIT's entropy loss, weight 0.1 at temperature 0.01 (softmax
   type: per-latent entropy minus the entropy of the batch average, over -squared distances);
@@ -29,7 +30,8 @@ Deliberate differences, with reasons:
   are sharding-independent, so 1 and 8 devices train alike;
 - perceptual loss: LPIPS-VGG16; the release's perceptual network (`pretrained_image_model=True`)
   is not released;
-- input pipeline: the release ships none; we keep `configs/common.py`'s random-resized crop and flip;
+- input pipeline: the release ships none; we keep `configs/common.py`'s random-resized crop and
+  flip;
 - the warm-up: base_config defines `lr_warmup_steps=2000` for its constant schedule but the trainer
   that reads it is not released, so whether it applies to the VQGAN trainer cannot be checked;
 - `eval_exact_match`, `eval_num=50,000` (FID settings) and the Gumbel `tau_anneal` block have no

@@ -433,7 +433,8 @@ def test_anchored_restarts_recover_codes_left_behind_by_the_features():
 
 
 def test_options_a_quantizer_cannot_honour_are_errors_naming_them():
-    with pytest.raises(ValueError, match="'entropy_loss_weight' is an option of .*vq.*not of 'fsq'"):
+    with pytest.raises(ValueError,
+                       match="'entropy_loss_weight' is an option of .*vq.*not of 'fsq'"):
         quantizers.build("fsq", levels=(8, 5, 5, 5), entropy_loss_weight=0.1)
     with pytest.raises(ValueError, match="'restart' is an option of vq, not of 'simvq'"):
         quantizers.build("simvq", codebook_size=16, restart="anchored")

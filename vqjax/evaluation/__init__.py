@@ -33,7 +33,8 @@ from vqjax.evaluation.inception import (
 from vqjax.evaluation.runner import evaluate_reconstruction, evaluate_samples
 
 __all__ = [
-    "CodebookUsage", "FID_WEIGHTS_URL", "adm_inception_features", "adm_uint8", "FIDInceptionV3", "FeatureStatistics", "FeatureStats",
+    "CodebookUsage", "FID_WEIGHTS_URL", "adm_inception_features", "adm_uint8", "FIDInceptionV3",
+    "FeatureStatistics", "FeatureStats",
     "InceptionWeightsNotFoundError", "cached_stats", "evaluate_reconstruction", "evaluate_samples",
     "feature_statistics", "frechet_distance", "frechet_distance_from_stats", "images_from_uint8",
     "inception_features", "inception_score", "init_inception_params", "load_inception_params",

@@ -20,8 +20,8 @@ Options (vector-quantize-pytorch's names):
                            online clustered restarts (Zheng & Vedaldi 2023), every step each code
                            moves toward an anchor latent of the batch by
                            alpha_k = exp(-10 K p_k / (1 - decay) - 1e-3), p_k the EMA (from 0)
-                           of its share of each batch, so rarely used codes jump to where the encoder's features are
-                           now and used ones stay (no threshold)
+                           of its share of each batch, so rarely used codes jump to where the
+                           encoder's features are now and used ones stay (no threshold)
   anchor                   CVQ's anchor per code (restart="anchored"): "random" (a random batch
                            latent; CVQ's feature pool holds the latest batch), "closest" (the
                            batch latent nearest the code) or "probrandom" (sampled from
@@ -364,7 +364,8 @@ class VectorQuantizer(Quantizer):
                 similarity = jnp.dot(ze, codebook.T, preferred_element_type=jnp.float32)
             else:  # vector-quantize-pytorch's cdist: sqrt of the clamped squared distance
                 similarity = -jnp.sqrt(jnp.maximum(squared_distances(ze, codebook), 1e-8))
-            diversity_loss = codebook_diversity_loss(similarity, self.codebook_diversity_temperature)
+            diversity_loss = codebook_diversity_loss(similarity,
+                                                     self.codebook_diversity_temperature)
             loss = loss + self.codebook_diversity_loss_weight * diversity_loss
             metrics["codebook_diversity_loss"] = diversity_loss
 
