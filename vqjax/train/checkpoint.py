@@ -93,7 +93,11 @@ class Checkpointer:
         fill = getattr(type(abstract_state), "fill_missing", None)
         if fill is None or not dataclasses.is_dataclass(abstract_state):
             return []
-        metadata = self.manager.item_metadata(step)["state"]
+        path = self.directory / str(step) / "state"  # the manager's default step naming
+        if path.exists():  # the state item's tree metadata alone (no warnings about the others)
+            metadata = ocp.StandardCheckpointHandler().metadata(path)
+        else:
+            metadata = self.manager.item_metadata(step)["state"]
         saved = getattr(metadata, "tree", metadata)
         if not isinstance(saved, dict):
             return []
