@@ -43,7 +43,9 @@ def quantizer_config(name: str, **per_quantizer) -> ml_collections.ConfigDict:
     blocks = {
         "vq": dict(codebook_size=1024, commitment_weight=0.25, decay=0.99, kmeans_init=False,
                    threshold_ema_dead_code=0.0, rotation_trick=False, use_cosine_sim=False,
-                   codebook_dim=0),
+                   codebook_dim=0, ema_update=True, restart="random", anchor="random",
+                   entropy_loss_weight=0.0, entropy_temperature=0.01,
+                   codebook_diversity_loss_weight=0.0, codebook_diversity_temperature=100.0),
         "fsq": dict(levels=(8, 5, 5, 5)),
         "lfq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
         "bsq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
@@ -67,6 +69,7 @@ def loss_config(preset: str, **overrides) -> ml_collections.ConfigDict:
 def discriminator_config(**overrides) -> ml_collections.ConfigDict:
     """StyleGAN (default, as ViT-VQGAN and MaskGIT) or PatchGAN (taming) discriminator."""
     fields = dict(name="stylegan", filters=128, channel_multipliers=(2, 4, 4, 4, 4),
+                  mbstd_group_size=4,  # StyleGAN's minibatch-stddev group; 0: none (MaskGIT)
                   num_layers=3, lr=1e-4, b1=0.0, b2=0.99)
     fields.update(overrides)
     return ml_collections.ConfigDict(fields)

@@ -17,6 +17,32 @@ the step, or read from a pre-encoded dataset (what large runs use):
     python -m launch.train --config=configs/maskgit.py:tiny --workdir=/tmp/maskgit_digits \
         --config.tokenizer_workdir=/tmp/tok_digits --config.tokens_dir=/tmp/tokens_digits
 
+The S/B/L presets follow google-research/maskgit's released `configs/maskgit_class_cond_config.py`
+(on `configs/base_config.py`); B is its transformer (24 layers, width 768, 16 heads, MLP 3072,
+dropout 0.1), and every field below has the release's value:
+- masking: cosine schedule, min_masking_rate 0.5 (the ratio drawn from the schedule is raised to
+  at least 0.5), loss on the masked tokens only (compute_loss_for_all=False), label smoothing 0.1
+  (MaskGIT's on = 1 - 0.1 + 0.1/K, off = 0.1/K), no class dropout;
+- optimizer: AdamW lr 1e-4, b1 0.9, b2 0.96, weight decay 0.045, 5,000 warm-up steps, then
+  base_config's "constant" schedule (the class-conditional config does not override it), no
+  gradient clipping;
+- batch 256, 2,000,000 steps, checkpoint and eval every 10,000 steps, EMA (polyak) 0.999;
+- sampling: cosine schedule, choice temperature 4.5 (annealed by 1 - step/steps), token
+  temperature 1, no guidance.
+
+Deliberate differences, with reasons:
+- crops: the release ships no input pipeline; we center-crop with random flips, and do not
+  random-resize-crop down to 8% of the area (what `configs/common.py` does for tokenizers), which
+  would teach the class-conditional model zoomed-in parts of objects;
+- sampling steps: 8, the paper's setting for its ImageNet 256 results; the released
+  `inference.py` defaults to 16 (`sample_num_iterations` is commented out in the config);
+- the masked cross-entropy averages over all masked tokens of the batch
+  (`vqjax.models.maskgit.masked_cross_entropy`); the release averages within each image, then
+  over images, which weighs the tokens of lightly masked images more;
+- `tiny` (CPU demo on `vqjax_digits`, lr 1e-3 for 500 steps) keeps class dropout 0.1, so that
+  `launch.sample --guidance_scale` has a trained unconditional token to guide with (the release
+  has no classifier-free guidance), and a cosine-decayed, clipped learning rate.
+
 Paper defaults: cosine mask schedule, label smoothing 0.1, AdamW lr 1e-4 (b1 0.9, b2 0.96, weight
 decay 0.045), class dropout 0.1 (classifier-free guidance at sampling time), 8 decoding steps with
 choice temperature 4.5.
@@ -69,8 +95,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.tokens_dir = ""  # "": encode images on the fly; else a launch.encode_tokens dataset
     c.ema_decay = 0.999  # EMA of the params, used to sample and evaluate (0: the raw params)
     c.dataset.name = arg.dataset or ("vqjax_digits" if tiny else "imagenet2012")
-    c.dataset.crop = "center" if tiny else "random_resized"
-    c.dataset.crop_area_min = 0.08
+    c.dataset.crop = "center"  # the release does not random-resize-crop (docstring)
+    c.dataset.crop_area_min = 0.08  # used only with crop="random_resized"
+    c.total_steps = 2_000_000
+    c.checkpoint_every_steps = 10_000
 
     c.model = ml_collections.ConfigDict(dict(
         size=arg.size,
@@ -80,11 +108,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         posemb="learned", tie_head=True, dropout=-1.0,  # -1: the size preset's dropout
     ))
     c.masking = ml_collections.ConfigDict(dict(
-        schedule="cosine", min_mask_rate=0.0, label_smoothing=0.1, class_dropout=0.1,
+        schedule="cosine", min_mask_rate=0.5, label_smoothing=0.1, class_dropout=0.0,
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", lr=1e-4, b1=0.9, b2=0.96, weight_decay=0.045, warmup_steps=5_000,
-        schedule="cosine", grad_clip_norm=1.0,
+        schedule="constant", grad_clip_norm=0.0,
     ))
     c.sample = ml_collections.ConfigDict(dict(
         num_steps=8, temperature=1.0, choice_temperature=4.5, guidance_scale=0.0, top_k=0,
@@ -118,5 +146,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.optimizer.lr = 1e-3
         c.optimizer.warmup_steps = 20
         c.dataset.flip = False  # digits are not mirror-symmetric
+        c.masking.class_dropout = 0.1  # a trained null class for guided sampling (docstring)
+        c.optimizer.schedule = "cosine"  # the 500-step demo at lr 1e-3: decayed and clipped
+        c.optimizer.grad_clip_norm = 1.0
     c.lock()
     return c

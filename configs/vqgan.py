@@ -4,7 +4,40 @@ r"""The conv VQGAN tokenizer of MaskGIT (Chang et al. 2022).
     python -m launch.train --config=configs/vqgan.py:maskgit,dataset=imagenet2012,res=256 \
         --workdir=gs://bucket/vqgan
 
-Variants: a size (tiny, maskgit, maskgit_released), `dataset=NAME`, `res=PIXELS`. MaskGIT defaults: channel multipliers
+Variants: a size (tiny, maskgit, maskgit_released, taming_*, llamagen_vq16), `dataset=NAME`, `res=PIXELS`.
+
+`maskgit` is google-research/maskgit's released tokenizer recipe: `configs/vqgan_config.py` (on
+`configs/base_config.py`), `nets/vqgan_tokenizer.py`, `nets/discriminator.py`, `libml/losses.py`:
+- model: 128 filters, channel multipliers (1, 1, 2, 2, 4) (f16), 2 residual blocks per level,
+  GroupNorm + swish, no attention, average-pool downsampling (`conv_downsample=False`), 256-d
+  latents;
+- quantizer: `vq` with 1024 codes learned by gradient (`ema_update=False`): q_latent_loss (weight 1)
+  + 0.25 x e_latent_loss, plus MaskGIT's entropy loss, weight 0.1 at temperature 0.01 (softmax
+  type: per-latent entropy minus the entropy of the batch average, over -squared distances);
+  codebook init variance_scaling(1, fan_in, uniform), euclidean nearest code;
+- losses: L2 1.0, perceptual 0.1, adversarial 0.1 non-saturating, R1 cost 10 (r1_gamma 20 in our
+  gamma/2 convention), no discriminator start step (the release defines none);
+- discriminator: the release's StyleGAN discriminator (`discriminator.maskgit_widths`: 64 -> 128,
+  256, 512, 512, 512, 512 channels at 256 px, blur-pool resampling, ending at 4x4, no
+  minibatch-stddev), one D step per G step;
+- optimizers: Adam b1 0, b2 0.99, lr 1e-4 for G and D, base_config's "constant" schedule with its
+  2,000 warm-up steps, no weight decay, no clipping; EMA (polyak) 0.999 of the generator params;
+- data: ImageNet at 256 px, batch 256, 1,000,000 steps, eval every 10,000 steps.
+
+Deliberate differences, with reasons:
+- the entropy loss's batch average is over the global batch (every device's latents) instead of
+  each replica's own batch (the release's `entropy_loss` has no cross-replica mean): our statistics
+  are sharding-independent, so 1 and 8 devices train alike;
+- perceptual loss: LPIPS-VGG16; the release's perceptual network (`pretrained_image_model=True`)
+  is not released;
+- input pipeline: the release ships none; we keep `configs/common.py`'s random-resized crop and
+  flip;
+- the warm-up: base_config defines `lr_warmup_steps=2000` for its constant schedule but the trainer
+  that reads it is not released, so whether it applies to the VQGAN trainer cannot be checked;
+- `eval_exact_match`, `eval_num=50,000` (FID settings) and the Gumbel `tau_anneal` block have no
+  counterpart here (FID is `launch.evaluate`'s job; the quantizer is `vq`, not `gumbel`).
+
+Shared defaults: channel multipliers
 (1, 1, 2, 2, 4) (f16), 2 residual blocks per level, 128 filters, no attention, 1024 codes of 256-d,
 commitment 0.25; perceptual 0.1, adversarial 0.1 non-saturating, R1 cost 10 (gamma 20 in our
 gamma/2 convention), StyleGAN discriminator; Adam lr 1e-4 with betas (0, 0.99), batch 256.
@@ -17,11 +50,9 @@ tokenizer fine-tunes with
         --workdir=converted/maskgit256/tokenizer
 
 It differs from `maskgit` in the released code's ResBlock shortcut (a 1x1 conv of the residual
-branch's output), its [0, 1] pixel range inside the network, a gradient-trained codebook
-(`ema_update=False`: the released VQ learns its codebook by the codebook loss) and float32
-compute. Known differences from the released training setup: the released VQ also adds an entropy
-loss (weight 0.1, temperature 0.01) that vqjax's vq quantizer does not have here, and MaskGIT's
-perceptual loss uses a ResNet-50 "pretrained_image_model" while ours is LPIPS/VGG16.
+branch's output), its [0, 1] pixel range inside the network and float32 compute; its training
+recipe is `maskgit`'s (gradient codebook with the entropy loss, the released discriminator).
+MaskGIT's perceptual loss uses a ResNet-50 "pretrained_image_model" while ours is LPIPS/VGG16.
 
 Released conv tokenizers (model `taming_vqgan`, the targets of vqjax.convert.taming/llamagen):
 `taming_f16_1024`, `taming_f16_16384`, `llamagen_vq16`, and the CPU-sized `taming_tiny`
@@ -33,6 +64,7 @@ Released conv tokenizers (model `taming_vqgan`, the targets of vqjax.convert.tam
 import ml_collections
 
 from configs import common
+from vqjax.models.discriminator import maskgit_widths
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -55,15 +87,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         schedule="constant", grad_clip_norm=0.0,
     ))
     c.discriminator = common.discriminator_config(lr=1e-4, b1=0.0, b2=0.99)
+    if arg.size in ("maskgit", "maskgit_released"):
+        maskgit_release(c, arg.res)  # gradient codebook + entropy loss, released discriminator
     c.ema_decay = 0.999
     if arg.size == "maskgit_released":
-        c.quantizer.vq.ema_update = False  # the released codebook is a param (codebook loss)
         c.compute_dtype = "float32"
     if tiny:
         common.tiny_tokenizer(c)
         c.loss.r1_gamma = 0.0
     c.lock()
     return c
+
+
+def maskgit_release(c: ml_collections.ConfigDict, res: int) -> None:
+    """The fields where the released recipe (module docstring) differs from the shared defaults."""
+    c.quantizer.vq.update(dict(codebook_size=1024, ema_update=False, commitment_weight=0.25,
+                               entropy_loss_weight=0.1, entropy_temperature=0.01))
+    c.loss.disc_start_step = 0  # the release defines no discriminator start step
+    c.optimizer.warmup_steps = 2_000  # base_config's lr_warmup_steps for its constant schedule
+    filters, multipliers = maskgit_widths(res)
+    c.discriminator.update(dict(filters=filters, channel_multipliers=multipliers,
+                                mbstd_group_size=0))
+    c.total_steps = 1_000_000
+    c.eval_every_steps = 10_000
 
 
 # ------------------------------------------------------------------------------------------------

@@ -568,7 +568,8 @@ def evaluate_maskgit(run: Run, options: EvalOptions, inception_params,
         inception_params = jax.device_put(inception_params, mesh_lib.replicated(mesh))
 
     def features_fn(images):  # [B, H, W, 3] in [-1, 1], batch-sharded -> (pool3, logits)
-        return evaluation.inception_features(inception_params, images)
+        # ADM's pipeline (uint8, TF1 resize) on both sides: docs/evaluation.md, "gFID".
+        return evaluation.adm_inception_features(inception_params, images)
 
     # -- reference statistics: a given file, else the split's images (computed once, cached) ----
     start = time.perf_counter()

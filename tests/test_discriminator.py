@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vqjax.models import PatchGANDiscriminator, StyleGANDiscriminator
-from vqjax.models.discriminator import blur_downsample, minibatch_stddev
+from vqjax.models.discriminator import blur_downsample, maskgit_widths, minibatch_stddev
 
 
 def _images(seed, shape):
@@ -109,7 +109,7 @@ def test_stylegan_shapes_and_parameter_count(resolution):
 
 
 def test_stylegan_default_parameter_count_at_256():
-    disc = StyleGANDiscriminator()  # 128 filters, multipliers (2, 4, 4, 4, 4): MaskGIT's
+    disc = StyleGANDiscriminator()  # 128 filters, multipliers (2, 4, 4, 4, 4)
     variables = jax.eval_shape(disc.init, jax.random.key(0), jnp.zeros((2, 256, 256, 3)))
     assert _count(variables["params"]) == _stylegan_param_count(128, (2, 4, 4, 4, 4), 256)
     assert jax.eval_shape(disc.apply, variables, jnp.zeros((2, 256, 256, 3))).shape == (2,)
@@ -222,3 +222,38 @@ def test_patchgan_real_init_follows_taming():
     assert abs(scale.mean() - 1.0) < 0.02 and 0.005 < scale.std() < 0.04
     assert not np.any(np.asarray(params["conv_0"]["bias"]))
     assert "bias" not in params["conv_1"]  # followed by a norm
+
+
+def _maskgit_release_param_count(resolution):
+    """Parameters of maskgit/nets/discriminator.py at `resolution`, counted from its code by hand:
+    widths {4..32: 512, 64: 256, 128: 128, 256: 64}; 3x3 stem; per halving a ResBlock (3x3 cin->cin,
+    3x3 cin->cout, 1x1 skip without bias); 3x3 conv 512; dense 4*4*512 -> 512; dense 512 -> 1."""
+    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64}
+    cin = table[resolution]
+    total = 9 * 3 * cin + cin
+    size = resolution
+    while size > 4:
+        size //= 2
+        cout = table[size]
+        total += 9 * cin * cin + cin + 9 * cin * cout + cout + cin * cout
+        cin = cout
+    total += 9 * 512 * 512 + 512 + 4 * 4 * 512 * 512 + 512 + 512 + 1
+    return total
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 256])
+def test_maskgit_release_discriminator(resolution):
+    """maskgit_widths + mbstd_group_size=0 is the released network: its widths, its parameter
+    count, 4x4 before the dense layers and no minibatch-stddev channel."""
+    filters, multipliers = maskgit_widths(resolution)
+    if resolution == 256:
+        assert (filters, multipliers) == (64, (2, 4, 8, 8, 8, 8))
+    disc = StyleGANDiscriminator(filters, multipliers, mbstd_group_size=0)
+    images = jnp.zeros((2, resolution, resolution, 3))
+    variables = jax.eval_shape(disc.init, jax.random.key(0), images)
+    params = variables["params"]
+    assert _count(params) == _maskgit_release_param_count(resolution)
+    assert params["final_conv"]["kernel"].shape == (3, 3, 512, 512)  # no stddev channel
+    assert params["final_dense"]["kernel"].shape == (4 * 4 * 512, 512)  # ends at 4x4
+    with pytest.raises(ValueError, match="image_size must be a power of two"):
+        maskgit_widths(96)

@@ -685,3 +685,67 @@ def test_bilinear_resize_matches_torch_interpolate():
             align_corners=False).permute(0, 2, 3, 1).numpy()
         got = inception_lib.resize_bilinear(jnp.asarray(x), 299)
         np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+# -- gFID against ADM's reference batches: ADM's uint8 truncation and TF1 ResizeBilinear ----------
+
+
+def _np_resize_bilinear_tf1(image, out_h, out_w):
+    """TF1 ResizeBilinear (align_corners=False, half_pixel_centers=False) written from its formula
+    (tensorflow/core/kernels/image/resize_bilinear_op.cc, legacy scaler) in loops. As in TF the
+    source position is float32 (scale = float(in) / out; in = i * scale), the blend float64."""
+    in_h, in_w, channels = image.shape
+    out = np.zeros((out_h, out_w, channels))
+    for i in range(out_h):
+        y = float(np.float32(i) * (np.float32(in_h) / np.float32(out_h)))
+        y0 = int(np.floor(y))
+        y1, dy = min(y0 + 1, in_h - 1), y - y0
+        for j in range(out_w):
+            x = float(np.float32(j) * (np.float32(in_w) / np.float32(out_w)))
+            x0 = int(np.floor(x))
+            x1, dx = min(x0 + 1, in_w - 1), x - x0
+            top = image[y0, x0] + (image[y0, x1] - image[y0, x0]) * dx
+            bottom = image[y1, x0] + (image[y1, x1] - image[y1, x0]) * dx
+            out[i, j] = top + (bottom - top) * dy
+    return out
+
+
+@pytest.mark.parametrize("in_size,out_size", [(7, 11), (32, 299), (300, 299), (9, 4)])
+def test_resize_bilinear_tf1_matches_the_formula(in_size, out_size):
+    rng = np.random.default_rng(in_size)
+    image = rng.integers(0, 256, (in_size, in_size, 3)).astype(np.float32)
+    got = np.asarray(inception_lib.resize_bilinear_tf1(jnp.asarray(image[None]), out_size))[0]
+    np.testing.assert_allclose(got, _np_resize_bilinear_tf1(image.astype(np.float64), out_size,
+                                                            out_size), atol=1e-3)
+    if in_size < out_size:  # not the half-pixel resize of pytorch-fid / jax.image.resize
+        half = np.asarray(inception_lib.resize_bilinear(jnp.asarray(image[None]), out_size))[0]
+        assert np.max(np.abs(half - got)) > 1.0
+
+
+def test_adm_uint8_truncates_like_guided_diffusion():
+    x = np.array([-1.2, -1.0, -0.99, 0.0, 0.5, 0.999, 1.0, 1.3], np.float32)
+    expected = np.clip((x.astype(np.float64) + 1) * 127.5, 0, 255).astype(np.uint8)  # torch .to
+    np.testing.assert_array_equal(np.asarray(evaluation.adm_uint8(jnp.asarray(x))), expected)
+    # Images that came from uint8 map back to their own values despite float32 rounding.
+    levels = np.arange(256, dtype=np.uint8)
+    back = evaluation.adm_uint8(evaluation.images_from_uint8(levels))
+    np.testing.assert_array_equal(np.asarray(back), levels.astype(np.float32))
+
+
+def test_adm_inception_features_is_adms_pipeline():
+    """uint8 truncation, (x - 128) / 128 (the 2015-12-05 graph's Sub/Mul), TF1 resize, then the
+    network without its own resize: computed step by step in numpy."""
+    params = evaluation.init_inception_params(0)
+    rng = np.random.default_rng(5)
+    images = rng.uniform(-1.05, 1.05, (2, 32, 32, 3)).astype(np.float32)
+    # guided-diffusion's float32 (x + 1) * 127.5 truncated, with adm_uint8's 1e-3-level slack
+    levels = np.floor(np.minimum(np.clip((images + np.float32(1)) * np.float32(127.5), 0, 255)
+                                 + np.float32(inception_lib.ADM_TRUNCATION_SLACK), 255))
+    normalized = (levels.astype(np.float64) - 128.0) / 128.0
+    resized = np.stack([_np_resize_bilinear_tf1(im, 299, 299) for im in normalized])
+    preprocessed = np.asarray(inception_lib.adm_preprocess(jnp.asarray(images)))
+    np.testing.assert_allclose(preprocessed, resized, atol=1e-5)
+    want = evaluation.inception_features(params, jnp.asarray(preprocessed), resize=False)
+    got = evaluation.adm_inception_features(params, jnp.asarray(images))
+    np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5, atol=1e-5)

@@ -13,6 +13,11 @@ from vqjax.quantizers.linen import QUANTIZER_STATE, QuantizerModule
 SHARDED = [
     ("vq", {"codebook_size": 32, "kmeans_init": True, "threshold_ema_dead_code": 2.0}),
     ("vq", {"codebook_size": 32, "ema_update": False, "use_cosine_sim": True}),
+    ("vq", {"codebook_size": 32, "ema_update": False, "entropy_loss_weight": 0.1,
+            "entropy_temperature": 0.01, "codebook_diversity_loss_weight": 0.2}),
+    ("vq", {"codebook_size": 32, "restart": "anchored", "anchor": "random"}),
+    ("vq", {"codebook_size": 32, "restart": "anchored", "anchor": "closest",
+            "kmeans_init": True}),
     ("fsq", {"levels": (5, 5, 5, 5, 5, 5, 5, 5)}),
     ("lfq", {"dim": 8}),
     ("bsq", {"dim": 8}),
@@ -102,3 +107,21 @@ def test_linen_wrapper_decode_matches_forward():
     y, out = model.apply(variables, x)
     decoded = model.apply(variables, out.indices, method=TinyModel.decode_indices)
     np.testing.assert_allclose(np.asarray(decoded), np.asarray(y), atol=1e-5)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake CPU) devices")
+def test_kmeans_init_is_the_same_on_one_and_eight_devices():
+    """Greedy k-means++ and Lloyd run on the global batch inside jit: a 64-cluster mixture
+    sharded over 8 devices gives the centers and counts of the unsharded run."""
+    from vqjax.quantizers.kmeans import kmeans
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(64, 8)) * 3
+    x = (centers[rng.integers(0, 64, 2048)] + rng.normal(size=(2048, 8))).astype(np.float32)
+    run = jax.jit(lambda x: kmeans(jax.random.key(3), x, 64, 10))
+    single = run(jnp.asarray(x))
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    sharded = run(jax.device_put(jnp.asarray(x), NamedSharding(mesh, P("data"))))
+    np.testing.assert_allclose(np.asarray(sharded[0]), np.asarray(single[0]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(sharded[1]), np.asarray(single[1]))
+    assert float(jnp.sum(single[1])) == 2048

@@ -348,10 +348,22 @@ def _load_tokenizer(workdir, step, config, use_ema, mesh) -> Tokenizer:
         {"params": key, RNG_STREAM: key}, jnp.zeros((1, size, size, getattr(model, "channels", 3)), jnp.float32)))
     min_size = config.get("mesh", {}).get("fsdp_min_size", 2**18)
     field = _params_field(use_ema)
-    wanted = {field: abstract["params"], "quantizer_state": abstract.get(QUANTIZER_STATE, {})}
-    restored = restore_subtree(workdir, step, _placed(wanted, mesh, min_size))
-    variables = {"params": restored[field], QUANTIZER_STATE: restored["quantizer_state"]}
-    log.info("tokenizer %s step %d (%s)", workdir, step, field)
+    # Consistent pairs (TrainState.inference_variables): the EMA params with the EMA quantizer
+    # state, the live params with the live state. Checkpoints written before the EMA quantizer
+    # state existed have only the live one.
+    state_fields = ["ema_quantizer_state", "quantizer_state"] if use_ema else ["quantizer_state"]
+    for state_field in state_fields:
+        wanted = {field: abstract["params"], state_field: abstract.get(QUANTIZER_STATE, {})}
+        try:
+            restored = restore_subtree(workdir, step, _placed(wanted, mesh, min_size))
+            break
+        except (KeyError, ValueError, FileNotFoundError) as error:
+            if state_field == state_fields[-1]:
+                raise
+            log.info("no %s in %s step %d (%s): using quantizer_state", state_field, workdir,
+                     step, type(error).__name__)
+    variables = {"params": restored[field], QUANTIZER_STATE: restored[state_field]}
+    log.info("tokenizer %s step %d (%s, %s)", workdir, step, field, state_field)
     return Tokenizer(model=model, variables=variables, config=config, step=step,
                      workdir=str(workdir), mesh=mesh)
 

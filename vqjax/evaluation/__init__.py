@@ -22,20 +22,25 @@ from vqjax.evaluation.inception import (
     FID_WEIGHTS_URL,
     FIDInceptionV3,
     InceptionWeightsNotFoundError,
+    adm_inception_features,
+    adm_uint8,
     has_logits,
     images_from_uint8,
     inception_features,
     init_inception_params,
     load_inception_params,
+    resize_bilinear_tf1,
 )
 from vqjax.evaluation.runner import evaluate_reconstruction, evaluate_samples
 
 __all__ = [
-    "CodebookUsage", "FID_WEIGHTS_URL", "FIDInceptionV3", "FeatureStatistics", "FeatureStats",
+    "CodebookUsage", "FID_WEIGHTS_URL", "adm_inception_features", "adm_uint8", "FIDInceptionV3",
+    "FeatureStatistics", "FeatureStats",
     "InceptionWeightsNotFoundError", "cached_stats", "evaluate_reconstruction", "evaluate_samples",
     "feature_statistics", "frechet_distance", "frechet_distance_from_stats", "has_logits",
     "images_from_uint8",
     "inception_features", "inception_score", "init_inception_params", "load_inception_params",
+    "resize_bilinear_tf1",
     "load_stats", "perplexity_from_counts", "psnr", "save_stats", "ssim", "stats_from_batches",
     "trace_sqrt_product", "usage_from_counts",
 ]

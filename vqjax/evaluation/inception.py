@@ -347,6 +347,69 @@ def resize_bilinear(images: Array, size: int = INPUT_SIZE) -> Array:
                             antialias=False)
 
 
+def _tf1_bilinear_weights(in_size: int, out_size: int):
+    """Source rows of TF1 ResizeBilinear (align_corners=False, half_pixel_centers=False): output i
+    reads src = i * (in/out) (float32), rows floor(src) and min(floor(src) + 1, in - 1), weight
+    src - floor(src) on the second."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.arange(out_size, dtype=np.float32) * scale
+    low = np.floor(src).astype(np.int32)
+    high = np.minimum(low + 1, in_size - 1)
+    return low, high, (src - low).astype(np.float32)
+
+
+def resize_bilinear_tf1(images: Array, size: int = INPUT_SIZE) -> Array:
+    """[B, H, W, C] -> [B, size, size, C] as TF1's `tf.image.resize_bilinear(align_corners=False)`
+    (the ResizeBilinear op inside the 2015-12-05 Inception graph that ADM's evaluator runs):
+    corner-aligned sample positions i * in/out (no half-pixel centres), no antialiasing. The
+    interpolation is TF's: top = tl + (tr - tl) * dx, bottom = bl + (br - bl) * dx,
+    out = top + (bottom - top) * dy."""
+    batch, height, width, channels = images.shape
+    y_low, y_high, dy = _tf1_bilinear_weights(height, size)
+    x_low, x_high, dx = _tf1_bilinear_weights(width, size)
+    x = images.astype(jnp.float32)
+    top, bottom = x[:, y_low], x[:, y_high]  # [B, size, W, C]
+    dx = jnp.asarray(dx)[None, None, :, None]
+    top = top[:, :, x_low] + (top[:, :, x_high] - top[:, :, x_low]) * dx  # [B, size, size, C]
+    bottom = bottom[:, :, x_low] + (bottom[:, :, x_high] - bottom[:, :, x_low]) * dx
+    return top + (bottom - top) * jnp.asarray(dy)[None, :, None, None]
+
+
+# Slack (in uint8 levels) of `adm_uint8`'s truncation: images that came from uint8 as
+# x / 127.5 - 1 in float32 land a few 1e-5 below their level and must map back to it.
+ADM_TRUNCATION_SLACK = 1e-3
+
+
+def adm_uint8(images: Array) -> Array:
+    """[-1, 1] float images -> the uint8 values ADM saves (guided-diffusion `image_sample.py`:
+    `((x + 1) * 127.5).clamp(0, 255).to(torch.uint8)`, a truncation), as float32 in [0, 255]."""
+    levels = jnp.clip((images.astype(jnp.float32) + 1.0) * 127.5, 0.0, 255.0)
+    return jnp.floor(jnp.minimum(levels + ADM_TRUNCATION_SLACK, 255.0))
+
+
+@functools.partial(jax.jit, static_argnames=("logits_bias", "dtype", "precision"))
+def adm_inception_features(
+    params: Params,
+    images: Array,
+    *,
+    logits_bias: bool = False,
+    dtype: Any = jnp.float32,
+    precision: Any = "highest",
+):
+    """(pool3, logits) of [-1, 1] images through ADM's evaluator pipeline, the one its reference
+    batches' `mu`/`sigma` (`VIRTUAL_imagenet256_labeled.npz`) were computed with: ADM's uint8
+    truncation (`adm_uint8`), the graph's own (x - 128) / 128, and TF1 ResizeBilinear to 299
+    (`resize_bilinear_tf1`). Use it for both sides of a gFID against those statistics."""
+    return inception_features(params, adm_preprocess(images), logits_bias=logits_bias,
+                              resize=False, dtype=dtype, precision=precision)
+
+
+def adm_preprocess(images: Array) -> Array:
+    """[B, H, W, 3] in [-1, 1] -> the [B, 299, 299, 3] input ADM's evaluator gives the network:
+    (adm_uint8(images) - 128) / 128, TF1-resized (the affine map commutes with the resize)."""
+    return resize_bilinear_tf1((adm_uint8(images) - 128.0) / 128.0, INPUT_SIZE)
+
+
 @functools.partial(
     jax.jit, static_argnames=("logits_bias", "resize", "dtype", "precision",
                               "return_intermediates"))

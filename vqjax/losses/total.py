@@ -20,8 +20,11 @@ Presets (PAPERS.md):
   logit-Laplace off (0.1 when enabled), quantizer loss 1.0 (its commitment weight lives in the
   quantizer's own loss).
 - MaskGIT tokenizer: L2 1.0, perceptual 0.1, adversarial 0.1 non-saturating, R1 "10", quantizer loss
-  1.0 (commitment 0.25 and entropy 0.1 are inside the quantizer's loss). MaskGIT/MAGVIT's R1 code
-  multiplies E||grad||^2 by its cost 10 with no 1/2, so in our gamma/2 convention r1_gamma = 20.
+  1.0. The quantizer's own weights live in the quantizer's options, not here: MaskGIT's
+  q_latent + 0.25 e_latent + 0.1 entropy is `vq` with `ema_update=False`, `commitment_weight=0.25`,
+  `entropy_loss_weight=0.1`, `entropy_temperature=0.01` (as `configs/vqgan.py:maskgit` sets it);
+  this preset only weights the quantizer's total by 1.0. MaskGIT/MAGVIT's R1 code multiplies
+  E||grad||^2 by its cost 10 with no 1/2, so in our gamma/2 convention r1_gamma = 20.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ image. Leaky ReLU 0.2 throughout; residual sums are scaled by 1/sqrt(2). No norm
 so the network is a pure function of (params, images), as R1 needs. H and W must be divisible by
 2**len(channel_multipliers): e.g. 5 blocks at 32..256 px end at 1x1..8x8.
 
+`maskgit_widths(image_size)` gives MaskGIT's released widths (64 -> 512 at 256 px, ending at
+4x4); with `mbstd_group_size=0` the network is the release's (`configs/vqgan.py:maskgit`).
+
 PatchGAN (taming's NLayerDiscriminator, Isola et al. 2017): 4x4 stride-2 convs, leaky ReLU 0.2 and
 per-patch logits ([B, 30, 30] at 256 px with 3 layers). Normalization: taming uses BatchNorm, whose
 running statistics make the train step stateful (`mutable=["batch_stats"]`, and R1 cannot be taken
@@ -145,6 +148,29 @@ class StyleGANDiscriminator(nn.Module):
         x = leaky_relu(nn.Dense(filters, name="final_dense", **options)(x))
         logits = nn.Dense(1, name="logits", **options)(x)  # [B, 1]
         return logits[:, 0].astype(jnp.float32)
+
+
+def maskgit_widths(image_size: int, channel_multiplier: int = 1) -> tuple[int, tuple[int, ...]]:
+    """(filters, channel_multipliers) of MaskGIT's released discriminator (maskgit/nets/
+    discriminator.py) at `image_size`: its width table {4..32: 512, 64: 256, 128: 128, 256: 64,
+    512: 32, 1024: 16} (x `channel_multiplier` from 64 px up), a stem at the input's width and one
+    block per halving down to 4x4 (64 -> 128, 256, 512, 512, 512, 512 at 256 px). Use with
+    `mbstd_group_size=0`: the release has no minibatch-stddev layer."""
+    table = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * channel_multiplier,
+             128: 128 * channel_multiplier, 256: 64 * channel_multiplier,
+             512: 32 * channel_multiplier, 1024: 16 * channel_multiplier}
+    if image_size not in table or image_size < 8:
+        raise ValueError(f"maskgit_widths: image_size must be a power of two in 8..1024 (the "
+                         f"release's table), got {image_size}")
+    stem = table[image_size]
+    sizes = [2 ** (i - 1) for i in range(int(math.log2(image_size)), 2, -1)]  # block outputs
+    multipliers = []
+    for size in sizes:
+        if table[size] % stem:
+            raise ValueError(f"maskgit_widths: width {table[size]} is not a multiple of the stem's "
+                             f"{stem} (channel_multiplier={channel_multiplier})")
+        multipliers.append(table[size] // stem)
+    return stem, tuple(multipliers)
 
 
 def _normal(mean: float, stddev: float):

@@ -71,13 +71,35 @@ def option_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
+# Why a quantizer cannot honour an option another quantizer has (shown with the error).
+_CANNOT_HONOUR = {
+    "entropy_loss_weight": "its codebook is implicit (no distances to codes, so no code "
+                           "probabilities to take an entropy of)",
+    "codebook_diversity_loss_weight": "its codebook is implicit (no distances to codes, so no code "
+                                      "probabilities to take an entropy of)",
+    "restart": "it has no per-code vectors that a restart could move",
+    "threshold_ema_dead_code": "it has no per-code vectors that a restart could move",
+    "kmeans_init": "it has no per-code vectors that k-means could place",
+}
+
+
 def check_options(cls, options: dict, extra: tuple[str, ...] = ()) -> None:
     valid = set(option_names(cls)) | set(extra)
     unknown = sorted(set(options) - valid)
     if unknown:
+        # An option of another quantizer: say whose, and why this one cannot honour it.
+        notes = []
+        for option in unknown:
+            owners = [n for n, c in sorted(_REGISTRY.items())
+                      if c is not cls and option in option_names(c)]
+            if owners:
+                why = _CANNOT_HONOUR.get(option)
+                notes.append(f"{option!r} is an option of {', '.join(owners)}, not of "
+                             f"{cls.name!r}" + (f": {why}" if why else ""))
         raise ValueError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for quantizer {cls.name!r}; "
-            f"valid options: {', '.join(sorted(valid))}"
+            + "".join(f"{note}; " for note in notes)
+            + f"valid options: {', '.join(sorted(valid))}"
         )
 
 

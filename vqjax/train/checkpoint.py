@@ -7,7 +7,9 @@ complete, so a run killed at any moment leaves only whole checkpoints behind; sa
 the train loop continues while the previous one is written.
 
 Restoring takes an abstract state whose leaves carry the target shardings: a checkpoint written on
-8 devices restores onto 1 (or any other mesh).
+8 devices restores onto 1 (or any other mesh). A checkpoint written before a state field existed
+restores when the state's class derives that field (`fill_missing(restored_fields) -> {name:
+value}`, e.g. the tokenizer's `ema_quantizer_state` from its `quantizer_state`).
 
 What can go wrong, and what happens then:
 - the latest checkpoint is damaged (a truncated data file, a missing metadata file, an empty step
@@ -25,6 +27,7 @@ What can go wrong, and what happens then:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -293,15 +296,45 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        target, missing = abstract_state, self._missing_fields(step, abstract_state)
+        if missing:  # an older checkpoint: restore what it has, derive the rest
+            target = {f.name: getattr(abstract_state, f.name)
+                      for f in dataclasses.fields(abstract_state) if f.name not in missing}
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
+                state=ocp.args.StandardRestore(target),
                 data=ocp.args.JsonRestore(),
                 config=ocp.args.JsonRestore(),
             ),
         )
-        return restored["state"], dict(restored["data"] or {}), dict(restored["config"] or {})
+        state = restored["state"]
+        if missing:
+            filled = type(abstract_state).fill_missing(state)
+            unknown = [name for name in missing if name not in filled]
+            if unknown:
+                raise ValueError(f"checkpoint {step} in {self.directory} has no "
+                                 f"{', '.join(unknown)} and the state cannot derive it")
+            filled = {name: jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), filled[name],
+                                         getattr(abstract_state, name)) for name in missing}
+            state = type(abstract_state)(**state, **filled)
+        return state, dict(restored["data"] or {}), dict(restored["config"] or {})
+
+    def _missing_fields(self, step: int, abstract_state: Any) -> list[str]:
+        """Top-level fields of a dataclass state (whose class has `fill_missing`) that checkpoint
+        `step` does not hold: written before the field existed."""
+        fill = getattr(type(abstract_state), "fill_missing", None)
+        if fill is None or not dataclasses.is_dataclass(abstract_state):
+            return []
+        path = self.directory / str(step) / "state"  # the manager's default step naming
+        if path.exists():  # the state item's tree metadata alone (no warnings about the others)
+            metadata = ocp.StandardCheckpointHandler().metadata(path)
+        else:
+            metadata = self.manager.item_metadata(step)["state"]
+        saved = getattr(metadata, "tree", metadata)
+        if not isinstance(saved, dict):
+            return []
+        return [f.name for f in dataclasses.fields(abstract_state) if f.name not in saved]
 
     def restore_config(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step

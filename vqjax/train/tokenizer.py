@@ -87,7 +87,8 @@ def build_discriminator(config) -> nn.Module:
     dtype = compute_dtype(config)
     if d.name == "stylegan":
         return disc_lib.StyleGANDiscriminator(
-            filters=d.filters, channel_multipliers=tuple(d.channel_multipliers), dtype=dtype)
+            filters=d.filters, channel_multipliers=tuple(d.channel_multipliers),
+            mbstd_group_size=d.get("mbstd_group_size", 4), dtype=dtype)
     if d.name == "patchgan":
         return disc_lib.PatchGANDiscriminator(filters=d.filters, num_layers=d.num_layers,
                                               norm="group", dtype=dtype)
@@ -113,6 +114,32 @@ class TrainState:
     disc_opt_state: Any
     lecam_state: Any
     skipped_steps: jax.Array  # int32 []: updates dropped because of NaN/Inf
+    # The quantizer state averaged like ema_params (its float leaves; flags and counters live):
+    # the codebook of an EMA codebook is built from the live encoder's latents, so it belongs
+    # with `params`; `ema_params` is evaluated, sampled and pre-encoded with this one.
+    ema_quantizer_state: Any = None
+
+    @staticmethod
+    def fill_missing(restored: dict) -> dict:
+        """Fields that checkpoints written before they existed lack, from the restored ones:
+        `ema_quantizer_state` starts as a copy of the live quantizer state."""
+        return {"ema_quantizer_state": jax.tree.map(jnp.copy, restored["quantizer_state"])}
+
+    def inference_variables(self, use_ema: bool = True) -> tuple[Any, Any]:
+        """(params, quantizer state) to evaluate, sample and encode with: the EMA params with the
+        EMA quantizer state, or the live params with the live state (consistent pairs)."""
+        if use_ema:
+            return self.ema_params, self.ema_quantizer_state
+        return self.params, self.quantizer_state
+
+
+def ema_quantizer_update(ema_state, state, decay: float, step):
+    """`loop.ema_update` of the quantizer state's floating leaves (codebook, EMA sums, usage);
+    other leaves (the k-means `initted` flag, integer counters) are the live ones."""
+    d = loop.ema_decay_at(decay, step)
+    return jax.tree.map(
+        lambda e, x: (d * e + (1 - d) * x).astype(x.dtype)
+        if jnp.issubdtype(x.dtype, jnp.floating) else x, ema_state, state)
 
 
 class TokenizerTrainer:
@@ -151,6 +178,7 @@ class TokenizerTrainer:
             step=jnp.zeros((), jnp.int32),
             params=params,
             quantizer_state=variables.get(QUANTIZER_STATE, {}),
+            ema_quantizer_state=variables.get(QUANTIZER_STATE, {}),
             opt_state=self.tx.init(params),
             ema_params=params,
             disc_params=disc_params,
@@ -233,12 +261,15 @@ class TokenizerTrainer:
         d_updates, disc_opt_state = self.disc_tx.update(d, state.disc_opt_state, state.disc_params)
         disc_params = optax.apply_updates(state.disc_params, d_updates)
         ema = loop.ema_update(state.ema_params, params, config.ema_decay, state.step)
+        ema_qstate = ema_quantizer_update(state.ema_quantizer_state, qstate, config.ema_decay,
+                                          state.step)
 
         finite = loop.all_finite((g, d, metrics["loss/loss"], metrics["disc/loss"], params,
                                   disc_params))
         new = state.replace(
             step=state.step + 1,
             params=params, quantizer_state=qstate, opt_state=opt_state, ema_params=ema,
+            ema_quantizer_state=ema_qstate,
             disc_params=disc_params, disc_opt_state=disc_opt_state, lecam_state=lecam)
         # A non-finite step changes nothing but the step counter and the skip count.
         kept = loop.keep_if_finite(finite, new, state)
@@ -315,7 +346,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if "image" not in preview_images:
             eval_images = first_eval_images(config, mesh)
             preview_images["image"] = batch["image"] if eval_images is None else eval_images
-        images, recon = loop.to_host(preview(state.ema_params, state.quantizer_state,
+        images, recon = loop.to_host(preview(*state.inference_variables(),
                                              preview_images["image"]))
         grid = metrics_writer.comparison_grid(images, recon, pairs_per_row=4)
         caption = (f"step {step}: {ds.name}/{ds.eval_split} images (left of each pair) and their "
@@ -366,12 +397,13 @@ def first_eval_images(config, mesh, count: int = 8):
 
 
 def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> dict:
-    """Reconstruction quality of the EMA params on `eval_examples` of the eval split."""
+    """Reconstruction quality of the EMA params with the EMA quantizer state on `eval_examples`
+    of the eval split."""
     config = trainer.config
     totals = None
     for _, batch in loop.eval_batches(eval_stream(config), config, mesh, ("image",)):
         totals = loop.add_sums(totals, loop.to_host(
-            eval_sums(state.ema_params, state.quantizer_state, batch["image"], batch["mask"])))
+            eval_sums(*state.inference_variables(), batch["image"], batch["mask"])))
     if totals is None:
         return {}
     examples = max(float(totals["examples"]), 1.0)
