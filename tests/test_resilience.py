@@ -165,7 +165,9 @@ def test_start_line_says_where_the_run_starts(cli_scenario):
     stopped = cli_scenario["after_first"][-1]
     assert cli_scenario["second"][1] == (f"resumed from step {stopped} "
                                          f"(checkpoint {workdir}/checkpoints/{stopped})\n")
-    assert cli_scenario["third"][1] == f"resumed from step 2 (checkpoint {workdir}/checkpoints/2)\n"
+    third = cli_scenario["third"][1].splitlines()
+    assert third[0] == f"resumed from step 2 (checkpoint {workdir}/checkpoints/2)"
+    assert third[1].startswith("vqjax: runs/tok at step 3 of 3")  # the end-of-run summary
 
 
 def test_step_flag_resumes_a_chosen_checkpoint_and_keeps_the_later_ones(cli_scenario):
