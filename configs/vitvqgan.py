@@ -39,5 +39,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if tiny:
         common.tiny_tokenizer(c)
         c.optimizer.warmup_steps = 20
+        c.total_steps = 400  # ~4 minutes on 2 idle CPU cores, compilation included
+        c.checkpoint_every_steps = 200
+        c.eval_every_steps = 200
+        c.image_every_steps = 200
+        # Codebook remedies (off in the paper-sized presets, which keep the paper's recipe): the
+        # tiny encoder's latents start nearly one-dimensional (photographs' 4x4 patches are mostly
+        # their mean colour) and move fast at lr 1e-3, so a plain EMA codebook keeps ~13 of its 512
+        # codes. k-means init puts the codes on the first batch; a short EMA (decay 0.8, as
+        # vector-quantize-pytorch) lets codes follow the moving encoder; codes whose EMA count
+        # falls below 1 per batch restart on random latents of the batch; the rotation trick
+        # (Fifty et al. 2024) passes angle and norm to the encoder. See docs/quantizers.md.
+        c.quantizer.vq.update(dict(kmeans_init=True, decay=0.8, threshold_ema_dead_code=1.0,
+                                   rotation_trick=True))
     c.lock()
     return c

@@ -36,5 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if tiny:
         common.tiny_tokenizer(c)
         c.loss.r1_gamma = 0.0
+        # Codebook remedies for the CPU-sized run (see configs/vitvqgan.py and docs/quantizers.md):
+        # k-means init on the first batch, a short EMA (0.8) and restarts of codes used less than
+        # once per batch; without them the EMA codebook collapses within the first steps.
+        c.quantizer.vq.update(dict(kmeans_init=True, decay=0.8, threshold_ema_dead_code=1.0))
     c.lock()
     return c
