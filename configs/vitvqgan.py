@@ -7,6 +7,11 @@ r"""ViT-VQGAN tokenizer (Yu et al. 2021): ViT encoder/decoder, factorized l2-nor
 Variants: a size (tiny, S, B, L), `dataset=NAME` (any tfds name; tiny defaults to the built-in
 photographs), `res=PIXELS`. Paper defaults: 8x8 patches, 8192 codes of 32-d (l2-normalized),
 L2 1.0, perceptual 0.1, adversarial 0.1 (StyleGAN discriminator), Adam lr 1e-4 (b1 0.9, b2 0.99).
+
+`tiny` (the README's main job, ~4 minutes on 2 CPU cores) differs on purpose: 32 px, patch 4,
+256 codes of 8-d, lr 1e-3, 400 steps, no perceptual loss, and the codebook remedies (k-means init,
+EMA decay 0.8, dead-code restart below 1 per batch, rotation trick) that keep >= 90% of the codes
+in use at this scale (94%, 22.5 dB eval PSNR; docs/quantizers.md).
 """
 
 import ml_collections

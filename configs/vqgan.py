@@ -8,6 +8,9 @@ Variants: a size (tiny, maskgit), `dataset=NAME`, `res=PIXELS`. MaskGIT defaults
 (1, 1, 2, 2, 4) (f16), 2 residual blocks per level, 128 filters, no attention, 1024 codes of 256-d,
 commitment 0.25; perceptual 0.1, adversarial 0.1 non-saturating, R1 cost 10 (gamma 20 in our
 gamma/2 convention), StyleGAN discriminator; Adam lr 1e-4 with betas (0, 0.99), batch 256.
+
+`tiny` (CPU-sized, 32 px, 128 codes, 200 steps) turns on the codebook remedies (k-means init, EMA
+decay 0.8, dead-code restart below 1 per batch): 98% eval usage, 21.4 dB (docs/quantizers.md).
 """
 
 import ml_collections
