@@ -105,7 +105,10 @@ def tiny_tokenizer(c: ml_collections.ConfigDict) -> None:
     c.log_every_steps = 10
     c.checkpoint_every_steps = 100
     c.eval_every_steps = 100
-    c.eval_examples = 32
+    # Evaluate over the whole eval split (it has 110 images for vqjax_photos; an eval stream ends
+    # where its split does): codebook usage counts the codes used at least once, so it is only
+    # comparable between runs over the same, complete split.
+    c.eval_examples = 1_000
     c.image_every_steps = 100
     c.compute_dtype = "float32"
     c.optimizer.lr = 1e-3

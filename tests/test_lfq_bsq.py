@@ -154,10 +154,14 @@ def test_straight_through_gradient(name):
     grad = jax.jit(jax.grad(lambda z: jnp.sum(w * q.apply({}, z)[0])))(z)
     if name == "lfq":
         expected = w  # identity
-    else:  # identity into u = z / |z|, then through the normalization
-        expected = jax.grad(lambda z: jnp.sum(w * z / jnp.linalg.norm(z, axis=-1, keepdims=True)))(
-            z
-        )
+    else:
+        # BSQ (bsq-vit's order): straight-through on u = z / |z|, then the 1/sqrt(d) scale, so
+        # dL/dz = (I - u u^T) w / (|z| sqrt(d)), in closed form with numpy.
+        z64, w64 = np.asarray(z, np.float64), np.asarray(w, np.float64)
+        norm = np.linalg.norm(z64, axis=-1, keepdims=True)
+        u = z64 / norm
+        tangential = w64 - np.sum(u * w64, axis=-1, keepdims=True) * u
+        expected = tangential / (norm * np.sqrt(4))
     np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), rtol=1e-5, atol=1e-6)
 
 

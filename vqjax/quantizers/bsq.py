@@ -1,8 +1,11 @@
 """Binary spherical quantization (Zhao et al. 2024, "Image and Video Tokenization with Binary
 Spherical Quantization").
 
-u = z / |z| on the unit sphere, then q = sign(u) / sqrt(d) (0 maps to +1), straight-through from u;
-the implicit codebook {-1, +1}^d / sqrt(d) lies on the same sphere, so |u - q| <= 2 without any
+u = z / |z| on the unit sphere, then q = sign(u) / sqrt(d) (0 maps to +1). As in BSQ's reference
+code (bsq-vit `BinarySphericalQuantizer`) the straight-through estimator acts on the unit vector
+(sign(u) forward, identity backward) and the result is then scaled by 1/sqrt(d): the gradient that
+reaches u is the decoder's gradient times 1/sqrt(d), not the decoder's gradient itself. The implicit
+codebook {-1, +1}^d / sqrt(d) lies on the same sphere, so |u - q| <= 2 without any
 commitment term (the paper trains with commitment weight 0). Indices are LFQ's: sum_i bit_i 2^i,
 int32, d <= 31.
 
@@ -75,7 +78,8 @@ class BSQ(Quantizer):
         u = l2_normalize(z.astype(jnp.float32))  # [..., d] on the unit sphere
         signs = sign_codes(u)
         codes = signs * self.code_scale
-        z_q = straight_through(u, codes)
+        # [..., d]: value sign(u) / sqrt(d); gradient into u scaled by 1 / sqrt(d) (bsq-vit's order)
+        z_q = straight_through(u, signs) * self.code_scale
         bits = signs > 0
         indices = bits_to_indices(bits)
 
