@@ -86,3 +86,21 @@ def test_wheel_installs_into_a_fresh_venv_and_imports_every_module(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     location = pathlib.Path(result.stdout.strip().splitlines()[-1])
     assert location.is_relative_to(venv.resolve()), location
+
+
+def test_notebooks_use_the_installed_package_without_path_edits():
+    import json
+
+    from vqjax.train.config import load_config
+
+    before = list(sys.path)
+    config = load_config(REPO / "configs" / "vitvqgan.py", "tiny,res=16")
+    assert config.dataset.image_size == 16 and config.model.name == "vit_vqgan"
+    assert load_config(f"{REPO}/configs/vqgan.py:tiny").model.name == "vqgan"
+    assert sys.path == before
+    for notebook in (REPO / "notebooks").glob("*.ipynb"):
+        cells = json.loads(notebook.read_text())["cells"]
+        source = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "sys.path" not in source and "from configs" not in source, notebook.name
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(REPO / "configs" / "nope.py")

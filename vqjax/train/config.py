@@ -3,6 +3,11 @@ which the library never imports (vqjax installs as a wheel without it)."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import pathlib
+import sys
+
 import ml_collections
 
 
@@ -17,3 +22,32 @@ def quantizer_options(config: ml_collections.ConfigDict) -> tuple[str, dict]:
     if options.get("codebook_dim") == 0:  # 0 = no factorized lookup (ConfigDict fields need a type)
         options.pop("codebook_dim")
     return name, {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+def load_config(path: str | os.PathLike, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of a config file, as `--config=PATH:ARG` loads it: for notebooks, which
+    have no flags. `path` may carry the argument itself ("configs/vitvqgan.py:tiny,res=16").
+
+    Presets import their neighbours as `configs.common`, so the folder above the file is
+    importable while it loads (and only then: sys.path is restored)."""
+    path = os.fspath(path)
+    if arg is None and ":" in os.path.basename(path):
+        path, arg = path.rsplit(":", 1)
+    file = pathlib.Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {file} does not exist")
+    root = str(file.parent.parent)
+    name = f"_vqjax_config_{file.parent.name}_{file.stem}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if added:
+            sys.path.remove(root)
+    if not hasattr(module, "get_config"):
+        raise AttributeError(f"config file {file} defines no get_config(arg)")
+    return module.get_config(arg) if arg is not None else module.get_config()
