@@ -424,3 +424,25 @@ def test_failed_write_is_one_line_keeps_the_checkpoints_and_the_rerun_cleans_up(
     assert any(".orbax-checkpoint-tmp" in p.name for p in (tmp_path / "run/checkpoints").iterdir())
     ckpt_lib.Checkpointer(tmp_path / "run", max_to_keep=3).close()
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["1"]
+
+
+def test_pinning_and_step_zero_fine_tuning_are_not_refused_config_changes():
+    """A trainer that pins an unpinned run (tokenizer_step -1 -> N) and a fine-tuning run of a
+    converted step-0 checkpoint (batch size, lr) resume; architecture changes never do."""
+    from vqjax.train.validate import ConfigError, check_resume_config
+
+    saved = {"trainer": "maskgit", "batch_size": 256, "optimizer": {"lr": 1e-4},
+             "tokenizer_step": -1, "tokenizer_fingerprint": "",
+             "model": {"name": "maskgit", "size": "B", "dropout": 0.1}}
+    current = {**saved, "batch_size": 8, "optimizer": {"lr": 1e-5}, "tokenizer_step": 0,
+               "tokenizer_fingerprint": "config:abc,params:def"}
+    changes = check_resume_config(saved, current, workdir="w", step=0)
+    assert len(changes) == 4
+    with pytest.raises(ConfigError, match=r"batch_size: 256 -> 8"):
+        check_resume_config(saved, current, workdir="w", step=10)
+    pinned = {**saved, "tokenizer_step": 3, "tokenizer_fingerprint": "config:x,params:y"}
+    with pytest.raises(ConfigError, match="tokenizer_step: 3 -> 0"):
+        check_resume_config(pinned, current, workdir="w", step=0)
+    changed_model = {**saved, "model": {**saved["model"], "dropout": 0.0}}
+    with pytest.raises(ConfigError, match="model.dropout"):
+        check_resume_config(saved, changed_model, workdir="w", step=0)

@@ -39,6 +39,13 @@ SAFE_ON_RESUME = (
 # What a "different model" is: a workdir holding another trainer, architecture, size or
 # quantizer gets one line naming both instead of a diff of the parameter trees.
 MODEL_IDENTITY = ("trainer", "model.name", "model.size", "quantizer.name")
+# Set by the MaskGIT trainer itself when it pins an unpinned run (a converted run, or one from
+# before pinning): unset -> set is not a change of the user's config.
+PINNED_BY_TRAINER = {"tokenizer_step": -1, "tokenizer_fingerprint": ""}
+# At step 0 (a converted run: nothing trained yet) only the networks must stay as saved; the data
+# stream, optimizer and loss of the fine-tuning run are the user's choice.
+ARCHITECTURE = ("model", "quantizer", "discriminator", "trainer", "tokenizer_step",
+                "tokenizer_fingerprint")
 
 
 class ConfigError(ValueError):
@@ -178,6 +185,9 @@ def resume_changes(saved: Mapping, current: Mapping) -> tuple[list[str], list[st
                 name.startswith(f"quantizer.{active}."):
             continue
         line = f"{name}: {_fmt(a)} -> {_fmt(b)}"
+        if name in PINNED_BY_TRAINER and a == PINNED_BY_TRAINER[name]:
+            safe.append(line)
+            continue
         if name in MODEL_IDENTITY and a is not _ABSENT and b is not _ABSENT:
             model.append(line)
         elif _covered(name, SAFE_ON_RESUME) or a is _ABSENT or b is _ABSENT:
@@ -202,6 +212,9 @@ def check_resume_config(saved: Mapping, current: Mapping, *, workdir: str, step:
     named when others would change the model or the data stream (unless `accept_changes`)."""
     check_same_model(saved, current, workdir=workdir)
     safe, refused, _ = resume_changes(saved, current)
+    if step == 0:  # fine-tuning a converted run: only the architecture is fixed
+        safe += [line for line in refused if not _covered(line.split(":")[0], ARCHITECTURE)]
+        refused = [line for line in refused if _covered(line.split(":")[0], ARCHITECTURE)]
     if refused and not accept_changes:
         raise ConfigError(
             f"the config differs from the one checkpoint {step} in {workdir} was trained with, "
