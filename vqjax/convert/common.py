@@ -234,12 +234,17 @@ def write_tokenizer_run(config: ml_collections.ConfigDict, variables: Mapping, o
                         source: dict | None = None, stage: Staging | None = None) -> Path:
     """Writes a tokenizer run (`config.trainer == "tokenizer"`) with these variables to `out`;
     with `stage`, into its temporary directory (renamed to `out` at `stage.commit()`)."""
+    return _write_run(config, lambda: tokenizer_train_state(config, variables), out, source, stage)
+
+
+def _write_run(config, make_state, out, source: dict | None, stage: Staging | None) -> Path:
+    """`make_state()` saved as a step-0 run in `out`: staged and committed here unless the
+    caller passes its own `stage` (several runs committed together)."""
     own = stage is None
     stage = stage or Staging()
     out = stage.check_target(out)
     try:
-        state = tokenizer_train_state(config, variables)
-        _save_run(stage.directory(out), config, state, source or {})
+        _save_run(stage.directory(out), config, make_state(), source or {})
         if own:
             stage.commit()
     finally:
@@ -264,15 +269,5 @@ def write_maskgit_run(config: ml_collections.ConfigDict, params: Mapping, out, t
     """Writes a MaskGIT run (`config.trainer == "maskgit"`, its `tokenizer_workdir` set) with these
     params to `out`. `tokenizer`: a handle with `.model` (e.g. `vqjax.inference.Tokenizer`, or a
     `SimpleNamespace(model=...)` when the tokenizer is written in the same staging)."""
-    own = stage is None
-    stage = stage or Staging()
-    out = stage.check_target(out)
-    try:
-        state = maskgit_train_state(config, params, tokenizer)
-        _save_run(stage.directory(out), config, state, source or {})
-        if own:
-            stage.commit()
-    finally:
-        if own:
-            stage.abort()
-    return out
+    return _write_run(config, lambda: maskgit_train_state(config, params, tokenizer), out, source,
+                      stage)
