@@ -43,15 +43,18 @@ def clone(tmp_path_factory):
     return dest
 
 
-def env():
-    out = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+def env(clone):
+    # A new user's HOME: no FID weights in ~/.cache/vqjax, no datasets in ~/tensorflow_datasets.
+    out = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VQJAX_INCEPTION_WEIGHTS", "TFDS_DATA_DIR")}
+    out["HOME"] = str(clone.parent / "home")
     out["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     out["JAX_PLATFORMS"] = "cpu"
     return out
 
 
 def cli(clone, module, *args, timeout=600, check=True):
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=clone, env=env(),
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=clone, env=env(clone),
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {args} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
