@@ -36,45 +36,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+# The pure encode / decode / reconstruct helpers live with the tokenizer base; re-exported here.
+from vqjax.models.tokenizer import decode_indices, encode_indices, reconstruct_images  # noqa: F401
+
 log = logging.getLogger("vqjax.inference")
 
 TRAINERS = ("tokenizer", "maskgit")
-
-
-# ------------------------------------------------------------------------------------------------
-# Pure helpers (also used inside the trainers' jitted steps)
-# ------------------------------------------------------------------------------------------------
-def encode_indices(tokenizer_model, variables, images) -> jax.Array:
-    """Images [B, H, W, 3] in [-1, 1] -> token indices int32 [B, h, w(, Q)] (no gradient)."""
-    _, indices, _ = tokenizer_model.apply(variables, images, train=False,
-                                          method=tokenizer_model.encode)
-    return jax.lax.stop_gradient(indices).astype(jnp.int32)
-
-
-def decode_indices(tokenizer_model, variables, tokens,
-                   logit_laplace_eps: float | None = None) -> jax.Array:
-    """Token indices -> images in [-1, 1] float32 (logit-laplace outputs mapped to pixels)."""
-    images = tokenizer_model.apply(variables, tokens, method=tokenizer_model.decode_indices)
-    if images.shape[-1] == 6:
-        from vqjax.losses import reconstruction
-
-        eps = reconstruction.LOGIT_LAPLACE_EPS if logit_laplace_eps is None else logit_laplace_eps
-        images = reconstruction.logit_laplace_to_pixels(images, eps)
-    return jnp.clip(images.astype(jnp.float32), -1.0, 1.0)
-
-
-def reconstruct_images(tokenizer_model, variables, images,
-                       logit_laplace_eps: float | None = None) -> tuple[jax.Array, jax.Array]:
-    """(reconstructions in [-1, 1] float32, indices) of images [B, H, W, 3] in [-1, 1]: the
-    model's own forward pass (decoder on the quantized latents), as in training."""
-    outputs, aux = tokenizer_model.apply(variables, images, train=False)
-    if outputs.shape[-1] == 6:
-        from vqjax.losses import reconstruction
-
-        eps = reconstruction.LOGIT_LAPLACE_EPS if logit_laplace_eps is None else logit_laplace_eps
-        outputs = reconstruction.logit_laplace_to_pixels(outputs, eps)
-    recon = jnp.clip(outputs.astype(jnp.float32), -1.0, 1.0)
-    return recon, aux.indices.astype(jnp.int32)
 
 
 # ------------------------------------------------------------------------------------------------

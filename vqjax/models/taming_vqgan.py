@@ -53,10 +53,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vqjax import quantizers
-from vqjax.models import layers
-from vqjax.quantizers.base import Quantizer, QuantizerOutput
-from vqjax.quantizers.linen import QuantizerModule
+from vqjax.models import layers, tokenizer
 
 Array = jax.Array
 MODEL = "taming_vqgan"
@@ -94,9 +91,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def quantizer_options_for(quantizer, options) -> dict:
     """`options` as a dict; None means taming's options for "vq" and none for other names."""
-    if options is not None:
-        return dict(options)
-    return dict(DEFAULT_VQ_OPTIONS) if quantizer == "vq" else {}
+    return tokenizer.quantizer_options_for(quantizer, options, DEFAULT_VQ_OPTIONS)
 
 
 class _Parts:
@@ -250,19 +245,19 @@ class TamingDecoder(nn.Module):
         return _Parts.conv(self, self.out_channels, 3, "conv_out")(x).astype(jnp.float32)
 
 
-class TamingVQGAN(nn.Module):
+class TamingVQGAN(tokenizer.LevelsTokenizer):
     """Encoder -> quant_conv -> quantizer (any, by name) -> post_quant_conv -> decoder.
 
-    Fields: `filters` (taming's `ch`), `channel_multipliers` (`ch_mult`; n levels downsample by
-    2^(n-1)), `num_res_blocks`, `attention_levels` (level indices with AttnBlocks after each
-    ResnetBlock; None = the last level, taming's `attn_resolutions=[16]` at f16/256 px),
-    `z_channels` (encoder output / decoder input width), `embedding_dim` (quant_conv output = code
-    width; None: what the quantizer needs, else `z_channels`), `norm_groups`, `norm_epsilon`,
-    `dropout_rate` (ResnetBlocks, training only), `quantizer`, `quantizer_options` (None: taming's
-    VectorQuantizer2 for "vq"), `channels`, `dtype`, `param_dtype`, `precision` (of every conv and
-    attention product, e.g. "highest"; None is JAX's default, which on GPUs computes float32 convs
-    with TF32 and on TPUs with bfloat16 passes: fast, but not within 1e-4 of the released
-    networks; converted configs set "highest").
+    Fields: those of every tokenizer (`quantizer`, `quantizer_options` (None: taming's
+    VectorQuantizer2 for "vq"), `channels`, `dtype`, `param_dtype`), then `filters` (taming's
+    `ch`), `channel_multipliers` (`ch_mult`; n levels downsample by 2^(n-1)), `num_res_blocks`,
+    `attention_levels` (level indices with AttnBlocks after each ResnetBlock; None = the last
+    level, taming's `attn_resolutions=[16]` at f16/256 px), `z_channels` (encoder output / decoder
+    input width), `embedding_dim` (quant_conv output = code width; None: what the quantizer needs,
+    else `z_channels`), `norm_groups`, `norm_epsilon`, `dropout_rate` (ResnetBlocks, training
+    only), `precision` (of every conv and attention product, e.g. "highest"; None is JAX's
+    default, which on GPUs computes float32 convs with TF32 and on TPUs with bfloat16 passes:
+    fast, but not within 1e-4 of the released networks; converted configs set "highest").
     """
 
     filters: int = 128
@@ -274,27 +269,15 @@ class TamingVQGAN(nn.Module):
     norm_groups: int = 32
     norm_epsilon: float = 1e-6
     dropout_rate: float = 0.0
-    quantizer: Any = "vq"
-    quantizer_options: Any = None
-    channels: int = 3
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     precision: Any = None
 
-    # -- configuration, usable on an unbound model -------------------------------------------
-    def built_quantizer(self) -> Quantizer:
-        if isinstance(self.quantizer, Quantizer):
-            return self.quantizer
-        return quantizers.build(
-            self.quantizer, **quantizer_options_for(self.quantizer, self.quantizer_options)
-        )
+    model_name = MODEL
+    default_vq_options = DEFAULT_VQ_OPTIONS
+    latent_field = "embedding_dim"
 
-    @property
-    def latent_channels(self) -> int:
-        """Channels quant_conv hands the quantizer (decided by the quantizer when it can)."""
-        return layers.quantizer_latent_dim(
-            self.built_quantizer(), self.embedding_dim, self.z_channels, "embedding_dim"
-        )
+    # -- configuration, usable on an unbound model -------------------------------------------
+    def default_latent_channels(self) -> int:
+        return self.z_channels
 
     @property
     def resolved_attention_levels(self) -> tuple[int, ...]:
@@ -302,46 +285,25 @@ class TamingVQGAN(nn.Module):
             return (len(self.channel_multipliers) - 1,)
         return tuple(int(level) for level in self.attention_levels)
 
-    @property
-    def downsampling_factor(self) -> int:
-        return 2 ** (len(self.channel_multipliers) - 1)
-
-    def token_grid(self, height: int, width: int) -> tuple[int, int]:
-        return height // self.downsampling_factor, width // self.downsampling_factor
-
-    def _check_fields(self):
-        multipliers = tuple(self.channel_multipliers)
-        if not multipliers or any(int(m) < 1 for m in multipliers):
-            raise ValueError(
-                f"{MODEL}: `channel_multipliers` must be a non-empty sequence of ints >= 1, "
-                f"got {self.channel_multipliers}"
-            )
+    def check_network_fields(self):
         if self.filters < 1 or self.num_res_blocks < 1 or self.z_channels < 1:
             raise ValueError(
                 f"{MODEL}: need `filters`, `num_res_blocks` and `z_channels` >= 1, got "
                 f"{self.filters}, {self.num_res_blocks}, {self.z_channels}"
             )
-        for multiplier in multipliers:
-            if (self.filters * multiplier) % self.norm_groups:
-                raise ValueError(
-                    f"{MODEL}: `norm_groups`={self.norm_groups} does not divide the "
-                    f"{self.filters * multiplier} channels of a level (`filters`={self.filters} x "
-                    f"`channel_multipliers` entry {multiplier})"
-                )
+
+    def check_other_fields(self):
+        num_levels = len(tuple(self.channel_multipliers))
         for level in self.resolved_attention_levels:
-            if not 0 <= level < len(multipliers):
+            if not 0 <= level < num_levels:
                 raise ValueError(
                     f"{MODEL}: `attention_levels` entry {level} is not a level index in "
-                    f"[0, {len(multipliers) - 1}] (one level per `channel_multipliers` entry)"
+                    f"[0, {num_levels - 1}] (one level per `channel_multipliers` entry)"
                 )
 
-    def setup(self):
-        self._check_fields()
-        quantizer = self.built_quantizer()
-        embedding_dim = layers.quantizer_latent_dim(
-            quantizer, self.embedding_dim, self.z_channels, "embedding_dim"
-        )
-        common = dict(
+    # -- the networks ------------------------------------------------------------------------
+    def _network_fields(self) -> dict:
+        return dict(
             filters=self.filters,
             channel_multipliers=tuple(self.channel_multipliers),
             num_res_blocks=self.num_res_blocks,
@@ -353,51 +315,26 @@ class TamingVQGAN(nn.Module):
             param_dtype=self.param_dtype,
             precision=self.precision,
         )
-        conv1x1 = lambda features: nn.Conv(  # noqa: E731
-            features, (1, 1), precision=self.precision, dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        self.encoder = TamingEncoder(z_channels=self.z_channels, **common)
-        self.quant_conv = conv1x1(embedding_dim)
-        self.quantize = QuantizerModule(quantizer)
-        self.post_quant_conv = conv1x1(self.z_channels)
-        self.decoder = TamingDecoder(out_channels=self.channels, **common)
 
-    # -- the tokenizer interface ------------------------------------------------------------
-    def encode(self, images: Array, train: bool = False) -> tuple[Array, Array, QuantizerOutput]:
-        """Images [B, H, W, 3] in [-1, 1] -> (z_q [B, h, w, D] float32, indices [B, h, w], aux)."""
-        layers.check_images(MODEL, images, self.channels)
-        factor = self.downsampling_factor
-        layers.check_divisible(
-            MODEL, images.shape, factor, "channel_multipliers",
-            f"the downsampling factor 2^(len(channel_multipliers)-1) = {factor}",
-        )
-        latents = self.quant_conv(self.encoder(images, train))  # [B, h, w, D]
-        z_q, aux = self.quantize(latents.astype(jnp.float32), train=train)
-        return z_q, aux.indices, aux
+    def _conv1x1(self, features: int) -> nn.Conv:
+        return nn.Conv(features, (1, 1), precision=self.precision, dtype=self.dtype,
+                       param_dtype=self.param_dtype)
 
-    def decode(self, z_q: Array, train: bool = False) -> Array:
-        """Codes [B, h, w, D] -> images [B, h*f, w*f, 3], float32."""
-        if getattr(z_q, "ndim", None) != 4:
-            raise ValueError(
-                f"{MODEL}: decode expects codes [B, h, w, D], got shape "
-                f"{getattr(z_q, 'shape', None)}"
-            )
-        return self.decoder(self.post_quant_conv(z_q.astype(self.dtype)), train)
+    def make_encoder(self, latent_channels: int) -> TamingEncoder:
+        del latent_channels  # the encoder's output is z_channels wide; quant_conv maps it
+        return TamingEncoder(z_channels=self.z_channels, **self._network_fields())
 
-    def decode_indices(self, indices: Array) -> Array:
-        """Token indices [B, h, w] (+ the quantizer's index axes) -> images, via the codebook."""
-        return self.decode(self.quantize.decode(indices))
+    def make_quant_conv(self, latent_channels: int) -> nn.Conv:
+        return self._conv1x1(latent_channels)
 
-    def __call__(self, images: Array, train: bool = False) -> tuple[Array, QuantizerOutput]:
-        """Images -> (reconstruction [B, H, W, 3] float32, QuantizerOutput)."""
-        z_q, _, aux = self.encode(images, train=train)
-        return self.decode(z_q, train=train), aux
+    def make_post_quant_conv(self) -> nn.Conv:
+        return self._conv1x1(self.z_channels)
+
+    def make_decoder(self) -> TamingDecoder:
+        return TamingDecoder(out_channels=self.channels, **self._network_fields())
 
 
 def create(preset: str = "taming_f16_1024", **overrides) -> TamingVQGAN:
     """A TamingVQGAN from a preset in PRESETS ("taming_f16_1024", "taming_f16_16384",
     "llamagen_vq16", "tiny"), fields overridden."""
-    if preset not in PRESETS:
-        raise ValueError(f"{MODEL}: unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    return TamingVQGAN(**{**PRESETS[preset], **overrides})
+    return TamingVQGAN.from_preset(PRESETS, preset, **overrides)

@@ -36,10 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vqjax import quantizers
-from vqjax.models import layers
-from vqjax.quantizers.base import Quantizer, QuantizerOutput
-from vqjax.quantizers.linen import QuantizerModule
+from vqjax.models import layers, tokenizer
 
 Array = jax.Array
 MODEL = "vit_vqgan"
@@ -77,17 +74,14 @@ def resolve_size(size, field: str) -> ViTSize:
 
 def quantizer_options_for(quantizer, options) -> dict:
     """`options` as a dict; None means the paper's options for "vq" and none for other names."""
-    if options is not None:
-        return dict(options)
-    return dict(DEFAULT_VQ_OPTIONS) if quantizer == "vq" else {}
+    return tokenizer.quantizer_options_for(quantizer, options, DEFAULT_VQ_OPTIONS)
 
 
-class ViTEncoder(nn.Module):
-    """Images [B, H, W, C] -> latents [B, H/p, W/p, latent_dim]."""
+class ViTStack(nn.Module):
+    """The fields and the transformer trunk shared by the ViT encoder and decoder."""
 
     size: ViTSize
     patch_size: int
-    latent_dim: int
     posemb: str = "learned"
     feed_forward: str = "mlp"
     dropout_rate: float = 0.0
@@ -96,26 +90,19 @@ class ViTEncoder(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, images: Array, deterministic: bool = True) -> Array:
-        p = self.patch_size
-        grid = (images.shape[1] // p, images.shape[2] // p)
-        tokens = layers.patchify(images.astype(self.dtype), p)  # [B, h*w, p*p*C]
+    def _trunk(self, tokens: Array, grid: tuple[int, int], train: bool, embedding: str,
+               head_features: int) -> Array:
+        """[B, h*w, F] -> Dense(width) named `embedding` + position embeddings -> dropout ->
+        transformer -> LayerNorm -> tanh head -> [B, h*w, head_features]. Called from the
+        compact `__call__` of a subclass."""
         tokens = nn.Dense(
-            self.size.width, dtype=self.dtype, param_dtype=self.param_dtype, name="patch_embedding"
+            self.size.width, dtype=self.dtype, param_dtype=self.param_dtype, name=embedding
         )(tokens)  # [B, h*w, width]
         tokens = layers.PositionEmbedding2D(
             self.posemb, self.dtype, self.param_dtype, name="position_embedding"
         )(tokens, grid)
-        tokens = nn.Dropout(self.dropout_rate)(tokens, deterministic=deterministic)
-        tokens = self._transformer()(tokens, deterministic)
-        latents = layers.TanhHead(
-            self.size.width, self.latent_dim, self.dtype, self.param_dtype, name="head"
-        )(tokens)  # [B, h*w, latent_dim]
-        return einops.rearrange(latents, "b (h w) d -> b h w d", h=grid[0], w=grid[1])
-
-    def _transformer(self):
-        return layers.Transformer(
+        tokens = nn.Dropout(self.dropout_rate)(tokens, deterministic=not train)
+        tokens = layers.Transformer(
             num_layers=self.size.num_layers,
             num_heads=self.size.num_heads,
             mlp_dim=self.size.mlp_dim,
@@ -126,43 +113,50 @@ class ViTEncoder(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             name="transformer",
-        )
+        )(tokens, not train)
+        return layers.TanhHead(
+            self.size.width, head_features, self.dtype, self.param_dtype, name="head"
+        )(tokens)  # [B, h*w, head_features]
 
 
-class ViTDecoder(ViTEncoder):
-    """Codes [B, h, w, D] -> images [B, h*p, w*p, out_channels], float32 (`latent_dim` unused)."""
+class ViTEncoder(ViTStack, kw_only=True):
+    """Images [B, H, W, C] -> latents [B, H/p, W/p, latent_dim]."""
 
-    latent_dim: int = 0
+    latent_dim: int
+
+    @nn.compact
+    def __call__(self, images: Array, train: bool = False) -> Array:
+        p = self.patch_size
+        grid = (images.shape[1] // p, images.shape[2] // p)
+        tokens = layers.patchify(images.astype(self.dtype), p)  # [B, h*w, p*p*C]
+        latents = self._trunk(tokens, grid, train, "patch_embedding", self.latent_dim)
+        return einops.rearrange(latents, "b (h w) d -> b h w d", h=grid[0], w=grid[1])
+
+
+class ViTDecoder(ViTStack):
+    """Codes [B, h, w, D] -> images [B, h*p, w*p, out_channels], float32."""
+
     out_channels: int = 3
 
     @nn.compact
-    def __call__(self, codes: Array, deterministic: bool = True) -> Array:
+    def __call__(self, codes: Array, train: bool = False) -> Array:
         p = self.patch_size
         grid = (codes.shape[1], codes.shape[2])
         tokens = einops.rearrange(codes.astype(self.dtype), "b h w d -> b (h w) d")
-        tokens = nn.Dense(
-            self.size.width, dtype=self.dtype, param_dtype=self.param_dtype, name="code_embedding"
-        )(tokens)  # [B, h*w, width]
-        tokens = layers.PositionEmbedding2D(
-            self.posemb, self.dtype, self.param_dtype, name="position_embedding"
-        )(tokens, grid)
-        tokens = nn.Dropout(self.dropout_rate)(tokens, deterministic=deterministic)
-        tokens = self._transformer()(tokens, deterministic)
-        patches = layers.TanhHead(
-            self.size.width, p * p * self.out_channels, self.dtype, self.param_dtype, name="head"
-        )(tokens)  # [B, h*w, p*p*out_channels]
-        return layers.unpatchify(patches, grid, p).astype(jnp.float32)
+        patches = self._trunk(tokens, grid, train, "code_embedding", p * p * self.out_channels)
+        return layers.unpatchify(patches, grid, p).astype(jnp.float32)  # [B, h*p, w*p, C]
 
 
-class ViTVQGAN(nn.Module):
+class ViTVQGAN(tokenizer.Tokenizer):
     """ViT encoder -> quantizer (any, by name) -> ViT decoder. See the module docstring.
 
-    Fields: `encoder_size`/`decoder_size` (a name in SIZES, a ViTSize or a 4-tuple; decoder None =
+    Fields: those of every tokenizer (`quantizer`, `quantizer_options` (None: the paper's vq
+    options for "vq", none otherwise), `channels`, `dtype`, `param_dtype`), then
+    `encoder_size`/`decoder_size` (a name in SIZES, a ViTSize or a 4-tuple; decoder None =
     same as encoder), `patch_size`, `posemb` ("learned" | "sincos2d"), `feed_forward` ("mlp" |
-    "geglu" | "swiglu"), `dropout_rate`, `attention_dropout_rate`, `quantizer` (a name or a built
-    Quantizer) with `quantizer_options` (None: the paper's vq options for "vq", none otherwise),
-    `latent_dim` (None: what the quantizer needs, else the encoder width), `logit_laplace`
-    (decoder emits mu and log-scale: 6 channels), `channels`, `remat`, `dtype`, `param_dtype`.
+    "geglu" | "swiglu"), `dropout_rate`, `attention_dropout_rate`, `latent_dim` (None: what the
+    quantizer needs, else the encoder width), `logit_laplace` (decoder emits mu and log-scale: 6
+    channels), `remat`.
 
     Learned position embeddings fix the token grid at init; "sincos2d" works at any resolution.
     Dropout needs `rngs={"dropout": ...}` when train=True and a rate > 0; a stochastic quantizer
@@ -176,39 +170,38 @@ class ViTVQGAN(nn.Module):
     feed_forward: str = "mlp"
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
-    quantizer: Any = "vq"
-    quantizer_options: Any = None
     latent_dim: int | None = None
     logit_laplace: bool = False
-    channels: int = 3
     remat: bool = False
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+
+    model_name = MODEL
+    default_vq_options = DEFAULT_VQ_OPTIONS
+    latent_field = "latent_dim"
 
     # -- configuration, usable on an unbound model -------------------------------------------
-    def built_quantizer(self) -> Quantizer:
-        if isinstance(self.quantizer, Quantizer):
-            return self.quantizer
-        return quantizers.build(
-            self.quantizer, **quantizer_options_for(self.quantizer, self.quantizer_options)
-        )
-
-    @property
-    def latent_channels(self) -> int:
-        """Channels the encoder hands the quantizer (decided by the quantizer when it can)."""
-        width = resolve_size(self.encoder_size, "encoder_size").width
-        return layers.quantizer_latent_dim(
-            self.built_quantizer(), self.latent_dim, width, "latent_dim"
-        )
+    def default_latent_channels(self) -> int:
+        return resolve_size(self.encoder_size, "encoder_size").width
 
     @property
     def output_channels(self) -> int:
         return 2 * self.channels if self.logit_laplace else self.channels
 
-    def token_grid(self, height: int, width: int) -> tuple[int, int]:
-        return height // self.patch_size, width // self.patch_size
+    @property
+    def downsampling_factor(self) -> int:
+        return self.patch_size
 
-    def _check_fields(self):
+    def divisibility_hint(self) -> tuple[str, str]:
+        return "patch_size", f"patch_size={self.patch_size}"
+
+    def _sizes(self) -> tuple[ViTSize, ViTSize]:
+        """(encoder size, decoder size), resolved and checked."""
+        encoder_size = resolve_size(self.encoder_size, "encoder_size")
+        decoder_size = resolve_size(
+            self.encoder_size if self.decoder_size is None else self.decoder_size, "decoder_size"
+        )
+        return encoder_size, decoder_size
+
+    def check_fields(self):
         if int(self.patch_size) < 1:
             raise ValueError(f"{MODEL}: `patch_size` must be >= 1, got {self.patch_size}")
         if self.posemb not in layers.POSEMB_TYPES:
@@ -224,24 +217,16 @@ class ViTVQGAN(nn.Module):
             rate = getattr(self, field)
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{MODEL}: `{field}` must be in [0, 1), got {rate}")
-
-    def setup(self):
-        self._check_fields()
-        encoder_size = resolve_size(self.encoder_size, "encoder_size")
-        decoder_size = resolve_size(
-            self.encoder_size if self.decoder_size is None else self.decoder_size, "decoder_size"
-        )
-        for size, field in ((encoder_size, "encoder_size"), (decoder_size, "decoder_size")):
+        for size, field in zip(self._sizes(), ("encoder_size", "decoder_size")):
             if self.posemb == "sincos2d" and size.width % 4:
                 raise ValueError(
                     f"{MODEL}: posemb='sincos2d' needs the width of `{field}` divisible by 4, "
                     f"got {size.width}"
                 )
-        quantizer = self.built_quantizer()
-        latent_dim = layers.quantizer_latent_dim(
-            quantizer, self.latent_dim, encoder_size.width, "latent_dim"
-        )
-        common = dict(
+
+    # -- the networks ------------------------------------------------------------------------
+    def _stack_fields(self) -> dict:
+        return dict(
             patch_size=self.patch_size,
             posemb=self.posemb,
             feed_forward=self.feed_forward,
@@ -251,43 +236,16 @@ class ViTVQGAN(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
-        self.encoder = ViTEncoder(size=encoder_size, latent_dim=latent_dim, **common)
-        self.quantize = QuantizerModule(quantizer)
-        self.decoder = ViTDecoder(size=decoder_size, out_channels=self.output_channels, **common)
 
-    # -- the tokenizer interface ------------------------------------------------------------
-    def encode(self, images: Array, train: bool = False) -> tuple[Array, Array, QuantizerOutput]:
-        """Images [B, H, W, 3] in [-1, 1] -> (z_q [B, h, w, D] float32, indices [B, h, w], aux)."""
-        layers.check_images(MODEL, images, self.channels)
-        layers.check_divisible(
-            MODEL, images.shape, self.patch_size, "patch_size", f"patch_size={self.patch_size}"
-        )
-        latents = self.encoder(images, deterministic=not train)  # [B, h, w, D]
-        # Quantize in float32 whatever the compute dtype (bf16 rounding loses codes).
-        z_q, aux = self.quantize(latents.astype(jnp.float32), train=train)
-        return z_q, aux.indices, aux
+    def make_encoder(self, latent_channels: int) -> ViTEncoder:
+        return ViTEncoder(size=self._sizes()[0], latent_dim=latent_channels,
+                          **self._stack_fields())
 
-    def decode(self, z_q: Array, train: bool = False) -> Array:
-        """Codes [B, h, w, D] -> images [B, h*p, w*p, 3] (6 with logit_laplace), float32."""
-        if getattr(z_q, "ndim", None) != 4:
-            raise ValueError(
-                f"{MODEL}: decode expects codes [B, h, w, D], got shape "
-                f"{getattr(z_q, 'shape', None)}"
-            )
-        return self.decoder(z_q, deterministic=not train)
-
-    def decode_indices(self, indices: Array) -> Array:
-        """Token indices [B, h, w] (+ the quantizer's index axes) -> images, via the codebook."""
-        return self.decode(self.quantize.decode(indices))
-
-    def __call__(self, images: Array, train: bool = False) -> tuple[Array, QuantizerOutput]:
-        """Images -> (reconstruction [B, H, W, 3 or 6] float32, QuantizerOutput)."""
-        z_q, _, aux = self.encode(images, train=train)
-        return self.decode(z_q, train=train), aux
+    def make_decoder(self) -> ViTDecoder:
+        return ViTDecoder(size=self._sizes()[1], out_channels=self.output_channels,
+                          **self._stack_fields())
 
 
 def create(preset: str = "B", **overrides) -> ViTVQGAN:
     """A ViTVQGAN from a preset name in PRESETS ("tiny", "S", "B", "L", "SL"), fields overridden."""
-    if preset not in PRESETS:
-        raise ValueError(f"{MODEL}: unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    return ViTVQGAN(**{**PRESETS[preset], **overrides})
+    return ViTVQGAN.from_preset(PRESETS, preset, **overrides)

@@ -36,10 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vqjax import quantizers
-from vqjax.models import layers
-from vqjax.quantizers.base import Quantizer, QuantizerOutput
-from vqjax.quantizers.linen import QuantizerModule
+from vqjax.models import layers, tokenizer
 
 Array = jax.Array
 MODEL = "vqgan"
@@ -64,13 +61,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def quantizer_options_for(quantizer, options) -> dict:
     """`options` as a dict; None means MaskGIT's options for "vq" and none for other names."""
-    if options is not None:
-        return dict(options)
-    return dict(DEFAULT_VQ_OPTIONS) if quantizer == "vq" else {}
+    return tokenizer.quantizer_options_for(quantizer, options, DEFAULT_VQ_OPTIONS)
 
 
 class ConvEncoder(nn.Module):
-    """Images [B, H, W, C] -> latents [B, H/f, W/f, embedding_dim], f = 2^(len(multipliers)-1)."""
+    """Images [B, H, W, C] in [-1, 1] -> latents [B, H/f, W/f, embedding_dim],
+    f = 2^(len(multipliers)-1). With `pixel_range="unit"` the network sees the images in [0, 1]."""
 
     filters: int
     num_res_blocks: int
@@ -79,11 +75,15 @@ class ConvEncoder(nn.Module):
     norm_groups: int = 32
     conv_downsample: bool = False
     shortcut: str = "input"
+    pixel_range: str = "signed"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        del train  # no dropout
+        if self.pixel_range == "unit":
+            x = (x + 1.0) * 0.5  # [-1, 1] -> [0, 1], what the released encoder saw
         conv = lambda features, kernel, **kw: nn.Conv(  # noqa: E731
             features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype, **kw
         )
@@ -110,7 +110,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """Codes [B, h, w, D] -> images [B, h*f, w*f, out_channels] (float32)."""
+    """Codes [B, h, w, D] -> images [B, h*f, w*f, out_channels] in [-1, 1] (float32). With
+    `pixel_range="unit"` the network predicts [0, 1], mapped to [-1, 1]."""
 
     filters: int
     num_res_blocks: int
@@ -118,11 +119,13 @@ class ConvDecoder(nn.Module):
     out_channels: int = 3
     norm_groups: int = 32
     shortcut: str = "input"
+    pixel_range: str = "signed"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        del train  # no dropout
         conv = lambda features, kernel, **kw: nn.Conv(  # noqa: E731
             features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype, **kw
         )
@@ -143,19 +146,23 @@ class ConvDecoder(nn.Module):
                 x = conv(filters, 3)(x)
         x = nn.GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
         x = nn.swish(x)
-        return conv(self.out_channels, 3)(x).astype(jnp.float32)
+        images = conv(self.out_channels, 3)(x).astype(jnp.float32)
+        if self.pixel_range == "unit":
+            images = images * 2.0 - 1.0  # the released decoder predicts [0, 1]
+        return images
 
 
-class VQGAN(nn.Module):
+class VQGAN(tokenizer.LevelsTokenizer):
     """Conv encoder -> quantizer (any, by name) -> conv decoder. See the module docstring.
 
-    Fields: `filters` (base channels), `num_res_blocks`, `channel_multipliers` (one per level;
-    n levels downsample by 2^(n-1)), `embedding_dim` (None: what the quantizer needs, else 256),
-    `norm_groups` (GroupNorm groups; every level's channels must divide by it), `conv_downsample`
-    (strided 4x4 conv instead of average pooling), `shortcut` ("input" | "output", MaskGIT's),
-    `pixel_range` (what the network itself sees and predicts: "signed" [-1, 1], or "unit" [0, 1]
-    as MaskGIT's released tokenizer; `encode`/`decode` always take and give [-1, 1]), `quantizer` (a name or a built Quantizer), `quantizer_options` (None: MaskGIT's 1024-code vq
-    for "vq", none otherwise), `channels`, `dtype`, `param_dtype`.
+    Fields: those of every tokenizer (`quantizer`, `quantizer_options` (None: MaskGIT's 1024-code
+    vq for "vq", none otherwise), `channels`, `dtype`, `param_dtype`), then `filters` (base
+    channels), `num_res_blocks`, `channel_multipliers` (one per level; n levels downsample by
+    2^(n-1)), `embedding_dim` (None: what the quantizer needs, else 256), `norm_groups` (GroupNorm
+    groups; every level's channels must divide by it), `conv_downsample` (strided 4x4 conv instead
+    of average pooling), `shortcut` ("input" | "output", MaskGIT's), `pixel_range` (what the
+    network itself sees and predicts: "signed" [-1, 1], or "unit" [0, 1] as MaskGIT's released
+    tokenizer; `encode`/`decode` always take and give [-1, 1]).
     """
 
     filters: int = 128
@@ -166,53 +173,23 @@ class VQGAN(nn.Module):
     conv_downsample: bool = False
     shortcut: str = "input"
     pixel_range: str = "signed"
-    quantizer: Any = "vq"
-    quantizer_options: Any = None
-    channels: int = 3
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
+
+    model_name = MODEL
+    default_vq_options = DEFAULT_VQ_OPTIONS
+    latent_field = "embedding_dim"
 
     # -- configuration, usable on an unbound model -------------------------------------------
-    def built_quantizer(self) -> Quantizer:
-        if isinstance(self.quantizer, Quantizer):
-            return self.quantizer
-        return quantizers.build(
-            self.quantizer, **quantizer_options_for(self.quantizer, self.quantizer_options)
-        )
+    def default_latent_channels(self) -> int:
+        return DEFAULT_EMBEDDING_DIM
 
-    @property
-    def latent_channels(self) -> int:
-        """Channels the encoder hands the quantizer (decided by the quantizer when it can)."""
-        return layers.quantizer_latent_dim(
-            self.built_quantizer(), self.embedding_dim, DEFAULT_EMBEDDING_DIM, "embedding_dim"
-        )
-
-    @property
-    def downsampling_factor(self) -> int:
-        return 2 ** (len(self.channel_multipliers) - 1)
-
-    def token_grid(self, height: int, width: int) -> tuple[int, int]:
-        return height // self.downsampling_factor, width // self.downsampling_factor
-
-    def _check_fields(self):
-        multipliers = tuple(self.channel_multipliers)
-        if not multipliers or any(int(m) < 1 for m in multipliers):
-            raise ValueError(
-                f"{MODEL}: `channel_multipliers` must be a non-empty sequence of ints >= 1, "
-                f"got {self.channel_multipliers}"
-            )
+    def check_network_fields(self):
         if self.filters < 1 or self.num_res_blocks < 0:
             raise ValueError(
                 f"{MODEL}: need `filters` >= 1 and `num_res_blocks` >= 0, got {self.filters}, "
                 f"{self.num_res_blocks}"
             )
-        for multiplier in multipliers:
-            if (self.filters * multiplier) % self.norm_groups:
-                raise ValueError(
-                    f"{MODEL}: `norm_groups`={self.norm_groups} does not divide the "
-                    f"{self.filters * multiplier} channels of a level (`filters`={self.filters} x "
-                    f"`channel_multipliers` entry {multiplier})"
-                )
+
+    def check_other_fields(self):
         if self.shortcut not in ("input", "output"):
             raise ValueError(f"{MODEL}: unknown `shortcut` {self.shortcut!r}; 'input' or 'output'")
         if self.pixel_range not in PIXEL_RANGES:
@@ -220,67 +197,27 @@ class VQGAN(nn.Module):
                 f"{MODEL}: unknown `pixel_range` {self.pixel_range!r}; choose one of {PIXEL_RANGES}"
             )
 
-    def setup(self):
-        self._check_fields()
-        quantizer = self.built_quantizer()
-        embedding_dim = layers.quantizer_latent_dim(
-            quantizer, self.embedding_dim, DEFAULT_EMBEDDING_DIM, "embedding_dim"
-        )
-        common = dict(
+    # -- the networks ------------------------------------------------------------------------
+    def _network_fields(self) -> dict:
+        return dict(
             filters=self.filters,
             num_res_blocks=self.num_res_blocks,
             channel_multipliers=tuple(self.channel_multipliers),
             norm_groups=self.norm_groups,
             shortcut=self.shortcut,
+            pixel_range=self.pixel_range,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
-        self.encoder = ConvEncoder(
-            embedding_dim=embedding_dim, conv_downsample=self.conv_downsample, **common
-        )
-        self.quantize = QuantizerModule(quantizer)
-        self.decoder = ConvDecoder(out_channels=self.channels, **common)
 
-    # -- the tokenizer interface ------------------------------------------------------------
-    def encode(self, images: Array, train: bool = False) -> tuple[Array, Array, QuantizerOutput]:
-        """Images [B, H, W, 3] in [-1, 1] -> (z_q [B, h, w, D] float32, indices [B, h, w], aux)."""
-        layers.check_images(MODEL, images, self.channels)
-        factor = self.downsampling_factor
-        layers.check_divisible(
-            MODEL, images.shape, factor, "channel_multipliers",
-            f"the downsampling factor 2^(len(channel_multipliers)-1) = {factor}",
-        )
-        if self.pixel_range == "unit":
-            images = (images + 1.0) * 0.5  # [-1, 1] -> [0, 1], what the released encoder saw
-        latents = self.encoder(images)  # [B, h, w, D]
-        z_q, aux = self.quantize(latents.astype(jnp.float32), train=train)
-        return z_q, aux.indices, aux
+    def make_encoder(self, latent_channels: int) -> ConvEncoder:
+        return ConvEncoder(embedding_dim=latent_channels, conv_downsample=self.conv_downsample,
+                           **self._network_fields())
 
-    def decode(self, z_q: Array, train: bool = False) -> Array:
-        """Codes [B, h, w, D] -> images [B, h*f, w*f, 3], float32 (`train` unused: no dropout)."""
-        del train
-        if getattr(z_q, "ndim", None) != 4:
-            raise ValueError(
-                f"{MODEL}: decode expects codes [B, h, w, D], got shape "
-                f"{getattr(z_q, 'shape', None)}"
-            )
-        images = self.decoder(z_q)
-        if self.pixel_range == "unit":
-            images = images * 2.0 - 1.0  # the released decoder predicts [0, 1]
-        return images
-
-    def decode_indices(self, indices: Array) -> Array:
-        """Token indices [B, h, w] (+ the quantizer's index axes) -> images, via the codebook."""
-        return self.decode(self.quantize.decode(indices))
-
-    def __call__(self, images: Array, train: bool = False) -> tuple[Array, QuantizerOutput]:
-        """Images -> (reconstruction [B, H, W, 3] float32, QuantizerOutput)."""
-        z_q, _, aux = self.encode(images, train=train)
-        return self.decode(z_q, train=train), aux
+    def make_decoder(self) -> ConvDecoder:
+        return ConvDecoder(out_channels=self.channels, **self._network_fields())
 
 
 def create(preset: str = "maskgit", **overrides) -> VQGAN:
     """A VQGAN from a preset name in PRESETS ("maskgit", "f8", "tiny"), fields overridden."""
-    if preset not in PRESETS:
-        raise ValueError(f"{MODEL}: unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    return VQGAN(**{**PRESETS[preset], **overrides})
+    return VQGAN.from_preset(PRESETS, preset, **overrides)
