@@ -122,20 +122,19 @@ def main(argv=None, command: str | None = None) -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    rows = ["| case | throughput | MFU | memory |", "|---|---|---|---|"]
+    rows = []
     for name, fn in (("tokenizer step", tokenizer_step), ("maskgit step", maskgit_step),
                      ("sampling", sampling), ("attention", attention)):
         t0 = time.perf_counter()
         out = fn(args.dry_run)
         rows += out if isinstance(out, list) else [out]
         print(f"[accelerator] {name}: {time.perf_counter() - t0:.0f}s", flush=True)
-    table = "\n".join(rows)
+    table = common.markdown_table("| case | throughput | MFU | memory |", rows)
     print(table)
     print(f"[accelerator] total {time.perf_counter() - start:.0f}s")
     if not (args.dry_run or args.no_write):
         command = command or common.command_line("bench.accelerator", argv)
-        common.write_section("accelerator", "One accelerator (bench/accelerator.sh)",
-                             common.header(command) + "\n\n" + table)
+        common.write_table("accelerator", "One accelerator (bench/accelerator.sh)", command, table)
 
 
 if __name__ == "__main__":

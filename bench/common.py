@@ -26,18 +26,70 @@ def ensure_fake_devices(count: int = 8) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {FAKE_DEVICES_FLAG}={count}".strip()
 
 
-def timeit(fn, *args, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `fn(*args)` (outputs blocked on) after `warmup` untimed calls."""
+def time_calls(calls, repeats: int, warmup: int = 1,
+               slow_s: float | None = None) -> list[list[float]]:
+    """Wall seconds of each timed call of each of `calls` (no-argument callables; their results
+    blocked on), the calls taking turns round by round after `warmup` untimed rounds (so that
+    they share the machine's load alike); `repeats` timed rounds, or one when a warm-up call took
+    over `slow_s` seconds. One list of seconds per call."""
     import jax
 
     for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
+        for call in calls:
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            if slow_s is not None and time.perf_counter() - start > slow_s:
+                repeats = 1
+    times = [[] for _ in calls]
     for _ in range(max(repeats, 1)):
+        for call, seconds in zip(calls, times):
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            seconds.append(time.perf_counter() - start)
+    return times
+
+
+def median_seconds(call, repeats: int, warmup: int = 1,
+                   slow_s: float | None = None) -> tuple[float, int]:
+    """(median wall seconds of `call()`, timed calls): `time_calls` of one call."""
+    [seconds] = time_calls([call], repeats, warmup, slow_s)
+    return statistics.median(seconds), len(seconds)
+
+
+def timeit(fn, *args, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of `fn(*args)` (outputs blocked on) after `warmup` untimed calls."""
+    return median_seconds(lambda: fn(*args), repeats, warmup)[0]
+
+
+def measure_all(items, measure, describe, tag: str = "", count: bool = True) -> list:
+    """The run loop: `measure(item)` for each of `items`, printing `[tag i/n] describe(item, row)
+    (Ns)` as each ends (`count=False`: no i/n). The rows, in order."""
+    items = list(items)
+    rows = []
+    for i, item in enumerate(items, 1):
         start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        row = measure(item)
+        rows.append(row)
+        prefix = " ".join(filter(None, [tag, f"{i}/{len(items)}" if count else ""]))
+        print(f"[{prefix}] {describe(item, row)} ({time.perf_counter() - start:.0f}s)",
+              flush=True)
+    return rows
+
+
+def write_table(name: str, heading: str, command: str, table: str, notes: str = "",
+                extra_versions: str = "", doc: Path = DOC) -> None:
+    """Write the `bench.NAME` section: header, `notes` (what was measured, how), then `table`."""
+    body = "\n\n".join(filter(None, [header(command, extra_versions), notes, table]))
+    write_section(name, heading, body, doc)
+
+
+def publish(name: str, heading: str, command: str, table: str, write: bool, notes: str = "",
+            extra_versions: str = "", doc: Path = DOC) -> None:
+    """Print `table` and, when `write`, write it to its doc section (`write_table`)."""
+    print(table, flush=True)
+    if write:
+        write_table(name, heading, command, table, notes, extra_versions, doc)
+        print(f"wrote {doc}")
 
 
 def significant(x: float, digits: int = 3) -> str:
@@ -122,6 +174,31 @@ def write_section(name: str, heading: str, body: str, doc: Path = DOC) -> None:
         text = text.rstrip() + f"\n\n## {heading}\n\n{section}\n"
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def markdown_table(header: str, lines) -> str:
+    """A markdown table: the `header` row, its `|---|` separator, then `lines`."""
+    separator = "|" + "---|" * (header.count("|") - 1)
+    return "\n".join([header, separator, *lines])
+
+
+def run_main(run, module: str, description: str, argv, command: str | None, quick_help: str,
+             repeats_help: str, options=()):
+    """The command line of a bench module whose `run(quick, repeats, ..., write=, command=)` does
+    the work: --quick (small cases, no doc written), --repeats, the `options` ((flag, dict of
+    add_argument keywords) pairs, passed to `run` by name) and --no-write."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repeats", type=int, default=None, help=repeats_help)
+    for flag, keywords in options:
+        parser.add_argument(flag, **keywords)
+    parser.add_argument("--no-write", action="store_true")
+    args = vars(parser.parse_args(argv))
+    quick, repeats, no_write = args.pop("quick"), args.pop("repeats"), args.pop("no_write")
+    return run(quick, repeats, **args, write=not (quick or no_write),
+               command=command or command_line(module, argv))
 
 
 def command_line(module: str, argv) -> str:

@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import os
 import statistics
-import time
 
 from bench import common
 
@@ -140,31 +139,20 @@ def measure(size: str, repeats: int, with_torch: bool, batch=8, grid=16, vocab=1
     peer, torch_version = None, ""
     if with_torch:
         peer, _, torch_version = torch_step(size, batch, grid, vocab, classes)
-    for fn in filter(None, (ours, peer)):  # warm-up
-        fn()
-        fn()
-    ours_t, peer_t = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ours()
-        ours_t.append(time.perf_counter() - start)
-        if peer is not None:
-            start = time.perf_counter()
-            peer()
-            peer_t.append(time.perf_counter() - start)
+    ours_t, *peer_t = common.time_calls(list(filter(None, (ours, peer))), repeats, warmup=2)
     return Row(size, statistics.median(ours_t),
-               statistics.median(peer_t) if peer_t else None, num_params), torch_version
+               statistics.median(peer_t[0]) if peer_t else None, num_params), torch_version
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| size | params | vqjax step | PyTorch step | PyTorch / vqjax |",
-             "|---|---|---|---|---|"]
+    header = "| size | params | vqjax step | PyTorch step | PyTorch / vqjax |"
+    lines = []
     for r in rows:
         torch_s = f"{common.significant(r.torch_s * 1e3)} ms" if r.torch_s else "not installed"
         ratio = f"{r.ratio:.2f}x" if r.ratio else "-"
         lines.append(f"| {r.size} | {r.params / 1e6:.1f}M | {common.significant(r.vqjax_s * 1e3)} ms"
                      f" | {torch_s} | {ratio} |")
-    return "\n".join(lines)
+    return common.markdown_table(header, lines)
 
 
 def main(argv=None, command: str | None = None) -> None:
@@ -192,8 +180,8 @@ def main(argv=None, command: str | None = None) -> None:
     if not (args.quick or args.no_write):
         command = command or common.command_line("bench.maskgit_peer", argv)
         extra = f"torch {torch_version}" if torch_version else ""
-        common.write_section("maskgit_peer", "MaskGIT train step against a PyTorch peer",
-                             common.header(command, extra) + "\n\n" + body)
+        common.write_table("maskgit_peer", "MaskGIT train step against a PyTorch peer", command,
+                           body, extra_versions=extra)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,8 @@ and is not included.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import time
 
 from bench import common
 
@@ -147,12 +145,11 @@ def bench_case(case: Case, repeats: int, token_by_token_repeats: int,
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = [
+    header = (
         "| model | params | forward passes (parallel / token-by-token) | parallel images/s "
         "| token-by-token images/s | parallel s/batch | token-by-token s/batch | speed-up "
-        "| timed calls (parallel / token-by-token) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        "| timed calls (parallel / token-by-token) |")
+    lines = []
     for r in rows:
         parallel_passes, sequential_passes = r.forward_passes
         lines.append(
@@ -162,7 +159,7 @@ def format_table(rows: list[Row]) -> str:
             f"| {common.significant(r.parallel_s)} | {common.significant(r.token_by_token_s)} "
             f"| {common.significant(r.speedup, 2)}x "
             f"| {r.parallel_repeats} / {r.token_by_token_repeats} |")
-    return "\n".join(lines)
+    return common.markdown_table(header, lines)
 
 
 def check_row(row: Row) -> None:
@@ -178,38 +175,26 @@ def run(quick: bool = False, repeats: int | None = None, write: bool = True,
 
     repeats = repeats or (2 if quick else 5)
     token_by_token_repeats = 1 if quick else max(1, min(repeats, 2))
-    selected = cases(quick, jax.devices()[0].platform)
-    rows = []
-    for i, case in enumerate(selected, 1):
-        start = time.perf_counter()
-        row = bench_case(case, repeats, token_by_token_repeats)
-        rows.append(row)
-        print(f"[maskgit_sampling {i}/{len(selected)}] {case.label}: parallel "
-              f"{row.parallel_images_per_s:,.2f} images/s, token-by-token "
-              f"{row.token_by_token_images_per_s:,.3f} images/s, {row.speedup:.1f}x "
-              f"({time.perf_counter() - start:.0f}s)", flush=True)
-    table = format_table(rows)
-    print(table, flush=True)
-    if write:
-        body = (f"{common.header(command)}\n\n"
-                f"Class-conditional MaskGIT, random init, vocabulary {VOCAB_SIZE}, "
-                f"{NUM_CLASSES} classes, float32, one device; temperature 1, no guidance. "
-                f"Median of the timed calls after one warm-up call (a token-by-token call "
-                f"expected to take over 20 s is timed once, without warm-up: it is compiled "
-                f"ahead of time); token grids only (no pixel decoding).\n\n{table}")
-        common.write_section("maskgit_sampling", "MaskGIT sampling", body, doc)
-        print(f"wrote {doc}")
+    rows = common.measure_all(
+        cases(quick, jax.devices()[0].platform),
+        lambda case: bench_case(case, repeats, token_by_token_repeats),
+        lambda case, row: (f"{case.label}: parallel {row.parallel_images_per_s:,.2f} images/s, "
+                           f"token-by-token {row.token_by_token_images_per_s:,.3f} images/s, "
+                           f"{row.speedup:.1f}x"),
+        tag="maskgit_sampling")
+    notes = (f"Class-conditional MaskGIT, random init, vocabulary {VOCAB_SIZE}, "
+             f"{NUM_CLASSES} classes, float32, one device; temperature 1, no guidance. "
+             f"Median of the timed calls after one warm-up call (a token-by-token call "
+             f"expected to take over 20 s is timed once, without warm-up: it is compiled "
+             f"ahead of time); token grids only (no pixel decoding).")
+    common.publish("maskgit_sampling", "MaskGIT sampling", command, format_table(rows), write,
+                   notes, doc=doc)
     return rows
 
 
 def main(argv=None, command: str | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny at 8x8; do not write the doc")
-    parser.add_argument("--repeats", type=int, default=None, help="timed parallel calls per case")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    return run(args.quick, args.repeats, write=not (args.quick or args.no_write),
-               command=command or common.command_line("bench.maskgit_sampling", argv))
+    return common.run_main(run, "bench.maskgit_sampling", __doc__.splitlines()[0], argv, command,
+                           "tiny at 8x8; do not write the doc", "timed parallel calls per case")
 
 
 if __name__ == "__main__":

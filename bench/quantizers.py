@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -79,17 +77,6 @@ def cases(quick: bool) -> list[Case]:
     return [c for c in out if c.name in quantizers.available()]
 
 
-def timeit(fn, *args, repeats: int) -> float:
-    """Median wall time of `fn(*args)` after one warm-up (compilation) call."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_jax(case: Case, repeats: int) -> Row:
     q = quantizers.build(case.name, **case.options)
     z = jax.random.normal(jax.random.key(0), (case.tokens, case.dim), jnp.float32)
@@ -104,8 +91,8 @@ def bench_jax(case: Case, repeats: int) -> Row:
         return jnp.sum(z_q * weights) + out.loss, out.state
 
     train = jax.jit(jax.grad(loss, argnums=(0, 2), has_aux=True))
-    forward_s = timeit(forward, variables, z, repeats=repeats)
-    train_s = timeit(train, variables["params"], variables["state"], z, repeats=repeats)
+    forward_s = common.timeit(forward, variables, z, repeats=repeats)
+    train_s = common.timeit(train, variables["params"], variables["state"], z, repeats=repeats)
     stats = train.lower(variables["params"], variables["state"], z).compile().memory_analysis()
     memory = 0.0
     if stats is not None:
@@ -116,7 +103,7 @@ def bench_jax(case: Case, repeats: int) -> Row:
         codebook = jax.random.normal(jax.random.key(4), (case.codebook_size, case.dim))
         matmul = jax.jit(lambda z, c: z @ c.T)
         if case.codebook_size * case.tokens <= 2**31:
-            row.matmul_s = timeit(matmul, z, codebook, repeats=repeats)
+            row.matmul_s = common.timeit(matmul, z, codebook, repeats=repeats)
     return row
 
 
@@ -172,28 +159,18 @@ def bench_torch(case: Case, row: Row, repeats: int) -> None:
         total = (quantized * weights).sum() + sum(a.sum() for a in aux)
         total.backward()
 
-    def timed(fn):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     try:
-        row.torch_forward_s = timed(run_forward)
-        row.torch_train_s = timed(run_train)
+        row.torch_forward_s = common.timeit(run_forward, repeats=repeats)
+        row.torch_train_s = common.timeit(run_train, repeats=repeats)
     except Exception as err:  # report, don't hide: a peer API change should be visible
         row.torch_note = f"failed: {type(err).__name__}: {err}"[:120]
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = [
+    header = (
         "| quantizer | tokens x dim | fwd tokens/s | fwd+bwd tokens/s | memory (MiB) | fwd / matmul "
-        "| torch fwd tokens/s | torch fwd+bwd tokens/s | fwd+bwd speed-up vs torch |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        "| torch fwd tokens/s | torch fwd+bwd tokens/s | fwd+bwd speed-up vs torch |")
+    lines = []
     for r in rows:
         c = r.case
         ratio = f"{r.forward_s / r.matmul_s:.2f}x" if r.matmul_s else ""
@@ -204,7 +181,7 @@ def format_table(rows: list[Row]) -> str:
             f"| {c.label} | {c.tokens} x {c.dim} | {c.tokens / r.forward_s:,.0f} "
             f"| {c.tokens / r.train_s:,.0f} | {r.memory_mb:,.0f} | {ratio} | {tf} | {tt} | {speedup} |"
         )
-    return "\n".join(lines)
+    return common.markdown_table(header, lines)
 
 
 def torch_versions() -> str:
@@ -224,11 +201,6 @@ def environment() -> str:
     return common.machine() + "; " + ", ".join(filter(None, [common.versions(), torch_versions()]))
 
 
-def write_doc(table: str, command: str, doc=common.DOC) -> None:
-    body = f"{common.header(command, torch_versions())}\n\n{table}"
-    common.write_section("quantizers", "Quantizers", body, doc)
-
-
 def main(argv=None, command: str | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; do not write the doc")
@@ -241,21 +213,20 @@ def main(argv=None, command: str | None = None) -> None:
     selected = [c for c in cases(args.quick)
                 if not args.only or any(s in c.label for s in args.only.split(","))]
     print(f"# {environment()}", flush=True)
-    rows = []
-    for i, case in enumerate(selected, 1):
-        start = time.perf_counter()
+
+    def measure(case: Case) -> Row:
         row = bench_jax(case, repeats)
         if not args.no_torch:
             bench_torch(case, row, repeats)
-        rows.append(row)
-        print(f"[{i}/{len(selected)}] {case.label}: fwd {case.tokens / row.forward_s:,.0f} tok/s, "
-              f"fwd+bwd {case.tokens / row.train_s:,.0f} tok/s "
-              f"({time.perf_counter() - start:.0f}s)", flush=True)
-    table = format_table(rows)
-    print(table)
-    if not args.quick and not args.no_write:
-        write_doc(table, command or common.command_line("bench.quantizers", argv))
-        print(f"wrote {DOC}")
+        return row
+
+    rows = common.measure_all(
+        selected, measure,
+        lambda case, row: (f"{case.label}: fwd {case.tokens / row.forward_s:,.0f} tok/s, "
+                           f"fwd+bwd {case.tokens / row.train_s:,.0f} tok/s"))
+    common.publish("quantizers", "Quantizers",
+                   command or common.command_line("bench.quantizers", argv), format_table(rows),
+                   write=not args.quick and not args.no_write, extra_versions=torch_versions())
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ devices they measure real scaling.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import time
 
 from bench import common, train_step
 
@@ -66,17 +64,16 @@ def efficiency(row: Row, base: Row) -> float:
 
 def format_table(rows: list[Row]) -> str:
     base = rows[0]
-    lines = [
+    header = (
         "| devices | global batch | images/s | step (s) | GFLOP/step | speed-up vs 1 device "
-        "| scaling efficiency |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        "| scaling efficiency |")
+    lines = []
     for r in rows:
         lines.append(
             f"| {r.num_devices} | {r.global_batch} | {common.significant(r.images_per_s)} "
             f"| {common.significant(r.step_s)} | {common.significant(r.flops_per_step / 1e9)} | {r.images_per_s / base.images_per_s:.2f}x "
             f"| {100 * efficiency(r, base):.0f}% |")
-    return "\n".join(lines)
+    return common.markdown_table(header, lines)
 
 
 def check_row(row: Row) -> None:
@@ -91,38 +88,26 @@ def run(quick: bool = False, repeats: int | None = None, per_device_batch: int =
 
     repeats = repeats or (2 if quick else 3)
     device = jax.devices()[0]
-    rows = []
-    for n in device_counts(quick, jax.device_count()):
-        start = time.perf_counter()
-        row = bench_devices(n, per_device_batch, repeats)
-        rows.append(row)
-        print(f"[scaling] {n} devices: {row.images_per_s:,.1f} images/s "
-              f"({time.perf_counter() - start:.0f}s)", flush=True)
-    table = format_table(rows)
-    print(table, flush=True)
-    if write:
-        fake = device.platform == "cpu"
-        what = ("fake CPU devices sharing the host's cores: this measures sharding overhead, "
-                "not speed-up" if fake else f"{device.device_kind} devices")
-        body = (f"{common.header(command)}\n\n"
-                f"ViT-VQGAN {SIZE} train step ({RESOLUTION}px, float32, perceptual loss off) at "
-                f"{per_device_batch} images per device, data parallel over the first N devices "
-                f"({what}); median of {repeats} steps after 1 warm-up step.\n\n{table}")
-        common.write_section("scaling", "Scaling over devices", body, doc)
-        print(f"wrote {doc}")
+    rows = common.measure_all(
+        device_counts(quick, jax.device_count()),
+        lambda n: bench_devices(n, per_device_batch, repeats),
+        lambda n, row: f"{n} devices: {row.images_per_s:,.1f} images/s", tag="scaling",
+        count=False)
+    fake = device.platform == "cpu"
+    what = ("fake CPU devices sharing the host's cores: this measures sharding overhead, "
+            "not speed-up" if fake else f"{device.device_kind} devices")
+    notes = (f"ViT-VQGAN {SIZE} train step ({RESOLUTION}px, float32, perceptual loss off) at "
+             f"{per_device_batch} images per device, data parallel over the first N devices "
+             f"({what}); median of {repeats} steps after 1 warm-up step.")
+    common.publish("scaling", "Scaling over devices", command, format_table(rows), write, notes,
+                   doc=doc)
     return rows
 
 
 def main(argv=None, command: str | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 and 2 devices; do not write")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps per mesh")
-    parser.add_argument("--per-device-batch", type=int, default=8)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    return run(args.quick, args.repeats, args.per_device_batch,
-               write=not (args.quick or args.no_write),
-               command=command or common.command_line("bench.scaling", argv))
+    return common.run_main(run, "bench.scaling", __doc__.splitlines()[0], argv, command,
+                           "1 and 2 devices; do not write", "timed steps per mesh",
+                           options=[("--per-device-batch", dict(type=int, default=8))])
 
 
 if __name__ == "__main__":

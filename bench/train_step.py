@@ -17,7 +17,6 @@ on GPU/TPU the allocator's peak bytes in use is reported too.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import time
@@ -139,23 +138,14 @@ def time_steps(compiled, state, batch, repeats: int, warmup: int = 1,
                slow_step_s: float = 20.0) -> tuple[float, object, int]:
     """Median seconds per step over `repeats` steps after `warmup` steps (only 1 timed step when
     a warm-up step took over `slow_step_s`); the final state and the number of timed steps."""
-    import statistics
+    latest = {"state": state}
 
-    import jax
+    def step():
+        latest["state"], metrics = compiled(latest["state"], batch)
+        return latest["state"], metrics
 
-    for _ in range(warmup):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        if time.perf_counter() - start > slow_step_s:
-            repeats = 1
-    times = []
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), state, len(times)
+    seconds, steps_timed = common.median_seconds(step, repeats, warmup, slow_step_s)
+    return seconds, latest["state"], steps_timed
 
 
 def bench_case(case: Case, repeats: int) -> Row:
@@ -181,12 +171,11 @@ def bench_case(case: Case, repeats: int) -> Row:
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = [
+    header = (
         "| model | params (generator) | dtype | images/s | step (s) | GFLOP/step | achieved TFLOP/s "
         "| measured matmul peak TFLOP/s | MFU | memory, XLA estimate (MiB) | device peak (MiB) "
-        "| timed steps | compile (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "| timed steps | compile (s) |")
+    lines = []
     for r in rows:
         c = r.case
         device_peak = f"{r.device_peak_bytes / 2**20:,.0f}" if r.device_peak_bytes else "n/a"
@@ -198,7 +187,7 @@ def format_table(rows: list[Row]) -> str:
             f"| {common.significant(r.flops_per_step / r.step_s / 1e12)} "
             f"| {common.significant(r.peak_flops / 1e12)} | {common.significant(100 * r.mfu, 2)}% | {r.memory_bytes / 2**20:,.0f} | {device_peak} "
             f"| {r.steps_timed} | {compile_s} |")
-    return "\n".join(lines)
+    return common.markdown_table(header, lines)
 
 
 def check_row(row: Row) -> None:
@@ -213,36 +202,23 @@ def run(quick: bool = False, repeats: int | None = None, write: bool = True,
     import jax
 
     repeats = repeats or (2 if quick else 3)
-    selected = cases(quick, jax.devices()[0].platform)
-    rows = []
-    for i, case in enumerate(selected, 1):
-        start = time.perf_counter()
-        row = bench_case(case, repeats)
-        rows.append(row)
-        print(f"[train_step {i}/{len(selected)}] {case.label}: "
-              f"{common.significant(row.images_per_s)} images/s, "
-              f"MFU {common.significant(100 * row.mfu, 2)}% ({time.perf_counter() - start:.0f}s)", flush=True)
-    table = format_table(rows)
-    print(table, flush=True)
-    if write:
-        body = (f"{common.header(command)}\n\n"
-                f"ViT-VQGAN train step (generator + StyleGAN discriminator, Adam, EMA), perceptual "
-                f"loss off, one device, synthetic batch already on the device; median of "
-                f"{repeats} timed steps after 1 warm-up step (1 timed step when the warm-up step "
-                f"took over 20 s). Compile: lower + XLA compile of the step.\n\n{table}")
-        common.write_section("train_step", "Tokenizer train step", body, doc)
-        print(f"wrote {doc}")
+    rows = common.measure_all(
+        cases(quick, jax.devices()[0].platform), lambda case: bench_case(case, repeats),
+        lambda case, row: (f"{case.label}: {common.significant(row.images_per_s)} images/s, "
+                           f"MFU {common.significant(100 * row.mfu, 2)}%"),
+        tag="train_step")
+    notes = (f"ViT-VQGAN train step (generator + StyleGAN discriminator, Adam, EMA), perceptual "
+             f"loss off, one device, synthetic batch already on the device; median of "
+             f"{repeats} timed steps after 1 warm-up step (1 timed step when the warm-up step "
+             f"took over 20 s). Compile: lower + XLA compile of the step.")
+    common.publish("train_step", "Tokenizer train step", command, format_table(rows), write,
+                   notes, doc=doc)
     return rows
 
 
 def main(argv=None, command: str | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny only; do not write the doc")
-    parser.add_argument("--repeats", type=int, default=None, help="timed steps per case")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    return run(args.quick, args.repeats, write=not (args.quick or args.no_write),
-               command=command or common.command_line("bench.train_step", argv))
+    return common.run_main(run, "bench.train_step", __doc__.splitlines()[0], argv, command,
+                           "tiny only; do not write the doc", "timed steps per case")
 
 
 if __name__ == "__main__":

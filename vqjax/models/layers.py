@@ -428,6 +428,22 @@ class Transformer(nn.Module):
         return nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="ln_final")(x)
 
 
+def transformer_for(module: nn.Module, size: TransformerSize, name: str = "transformer"):
+    """A `Transformer` of `size` with `module`'s feed_forward, dropout rates, remat and dtypes."""
+    return Transformer(
+        num_layers=size.num_layers,
+        num_heads=size.num_heads,
+        mlp_dim=size.mlp_dim,
+        feed_forward=module.feed_forward,
+        dropout_rate=module.dropout_rate,
+        attention_dropout_rate=module.attention_dropout_rate,
+        remat=module.remat,
+        dtype=module.dtype,
+        param_dtype=module.param_dtype,
+        name=name,
+    )
+
+
 class TanhHead(nn.Module):
     """ViT-VQGAN's output head: Dense(hidden) -> tanh -> Dense(features) (no output activation)."""
 

@@ -378,18 +378,7 @@ class MaskGIT(nn.Module):
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
 
         # -- transformer ----------------------------------------------------------------------
-        x = layers.Transformer(
-            num_layers=size.num_layers,
-            num_heads=size.num_heads,
-            mlp_dim=size.mlp_dim,
-            feed_forward=self.feed_forward,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            remat=self.remat,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="transformer",
-        )(x, not train)
+        x = layers.transformer_for(self, size)(x, not train)
         x = x[:, -num_positions:]  # drop the class token, [B, N, D]
 
         # -- heads: one per index, MaskGIT's MLM head (Dense -> GELU -> LayerNorm -> logits) -----

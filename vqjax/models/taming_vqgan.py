@@ -158,7 +158,45 @@ class AttnBlock(nn.Module):
         return x + h
 
 
-class TamingEncoder(nn.Module):
+class TamingStack(nn.Module):
+    """The fields and the blocks shared by taming's encoder and decoder."""
+
+    filters: int
+    channel_multipliers: Sequence[int]
+    num_res_blocks: int
+    attention_levels: Sequence[int]
+    norm_groups: int = 32
+    norm_epsilon: float = 1e-6
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+
+    # Called from the compact `__call__` of a subclass.
+    def _resnet(self, features: int, name: str) -> ResnetBlock:
+        return ResnetBlock(features, dropout_rate=self.dropout_rate, name=name,
+                           **self._norm_fields())
+
+    def _attention(self, name: str) -> AttnBlock:
+        return AttnBlock(name=name, **self._norm_fields())
+
+    def _norm_fields(self) -> dict:
+        return dict(norm_groups=self.norm_groups, norm_epsilon=self.norm_epsilon, dtype=self.dtype,
+                    param_dtype=self.param_dtype, precision=self.precision)
+
+    def _middle(self, x: Array, train: bool) -> Array:
+        """taming's `mid`: ResnetBlock, AttnBlock, ResnetBlock at the input's width."""
+        x = self._resnet(x.shape[-1], "mid_block_1")(x, train)
+        x = self._attention("mid_attn_1")(x)
+        return self._resnet(x.shape[-1], "mid_block_2")(x, train)
+
+    def _output(self, x: Array, features: int) -> Array:
+        """norm_out -> swish -> conv_out (3x3) to `features` channels."""
+        x = nn.swish(_Parts.norm(self, "norm_out")(x))
+        return _Parts.conv(self, features, 3, "conv_out")(x)
+
+
+class TamingEncoder(TamingStack, kw_only=True):
     """Images [B, H, W, C] -> [B, H/f, W/f, z_channels], f = 2^(len(channel_multipliers)-1).
 
     Sub-module names follow taming's state dict: `down_{i}_block_{j}` = encoder.down.i.block.j,
@@ -166,43 +204,25 @@ class TamingEncoder(nn.Module):
     `mid_attn_1`, `mid_block_2`, `conv_in`, `norm_out`, `conv_out`.
     """
 
-    filters: int
-    channel_multipliers: Sequence[int]
-    num_res_blocks: int
-    attention_levels: Sequence[int]
     z_channels: int
-    norm_groups: int = 32
-    norm_epsilon: float = 1e-6
-    dropout_rate: float = 0.0
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    precision: Any = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        norm = dict(norm_groups=self.norm_groups, norm_epsilon=self.norm_epsilon, dtype=self.dtype,
-                    param_dtype=self.param_dtype, precision=self.precision)
         x = _Parts.conv(self, self.filters, 3, "conv_in")(x.astype(self.dtype))
         num_levels = len(self.channel_multipliers)
         for level, multiplier in enumerate(self.channel_multipliers):
             for j in range(self.num_res_blocks):
-                x = ResnetBlock(self.filters * multiplier, dropout_rate=self.dropout_rate,
-                                name=f"down_{level}_block_{j}", **norm)(x, train)
+                x = self._resnet(self.filters * multiplier, f"down_{level}_block_{j}")(x, train)
                 if level in self.attention_levels:
-                    x = AttnBlock(name=f"down_{level}_attn_{j}", **norm)(x)
+                    x = self._attention(f"down_{level}_attn_{j}")(x)
             if level != num_levels - 1:  # pad right and bottom by one, then a stride-2 conv3x3
                 x = _Parts.conv(self, x.shape[-1], 3, f"down_{level}_downsample", strides=2,
                                 padding=((0, 1), (0, 1)))(x)
-        x = ResnetBlock(x.shape[-1], dropout_rate=self.dropout_rate, name="mid_block_1",
-                        **norm)(x, train)
-        x = AttnBlock(name="mid_attn_1", **norm)(x)
-        x = ResnetBlock(x.shape[-1], dropout_rate=self.dropout_rate, name="mid_block_2",
-                        **norm)(x, train)
-        x = nn.swish(_Parts.norm(self, "norm_out")(x))
-        return _Parts.conv(self, self.z_channels, 3, "conv_out")(x)  # [B, h, w, z_channels]
+        x = self._middle(x, train)
+        return self._output(x, self.z_channels)  # [B, h, w, z_channels]
 
 
-class TamingDecoder(nn.Module):
+class TamingDecoder(TamingStack):
     """[B, h, w, z_channels] -> images [B, h*f, w*f, out_channels] (float32).
 
     Names follow taming's state dict, levels numbered by resolution as taming's `decoder.up` list
@@ -210,39 +230,23 @@ class TamingDecoder(nn.Module):
     (= decoder.up.i.upsample.conv), `mid_*`, `conv_in`, `norm_out`, `conv_out`.
     """
 
-    filters: int
-    channel_multipliers: Sequence[int]
-    num_res_blocks: int
-    attention_levels: Sequence[int]
     out_channels: int = 3
-    norm_groups: int = 32
-    norm_epsilon: float = 1e-6
-    dropout_rate: float = 0.0
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    precision: Any = None
 
     @nn.compact
     def __call__(self, z: Array, train: bool = False) -> Array:
-        norm = dict(norm_groups=self.norm_groups, norm_epsilon=self.norm_epsilon, dtype=self.dtype,
-                    param_dtype=self.param_dtype, precision=self.precision)
         width = self.filters * self.channel_multipliers[-1]
         x = _Parts.conv(self, width, 3, "conv_in")(z.astype(self.dtype))
-        x = ResnetBlock(width, dropout_rate=self.dropout_rate, name="mid_block_1", **norm)(x, train)
-        x = AttnBlock(name="mid_attn_1", **norm)(x)
-        x = ResnetBlock(width, dropout_rate=self.dropout_rate, name="mid_block_2", **norm)(x, train)
+        x = self._middle(x, train)
         for level in reversed(range(len(self.channel_multipliers))):
             width = self.filters * self.channel_multipliers[level]
             for j in range(self.num_res_blocks + 1):
-                x = ResnetBlock(width, dropout_rate=self.dropout_rate,
-                                name=f"up_{level}_block_{j}", **norm)(x, train)
+                x = self._resnet(width, f"up_{level}_block_{j}")(x, train)
                 if level in self.attention_levels:
-                    x = AttnBlock(name=f"up_{level}_attn_{j}", **norm)(x)
+                    x = self._attention(f"up_{level}_attn_{j}")(x)
             if level != 0:
                 x = layers.upsample_nearest(x, 2)
                 x = _Parts.conv(self, width, 3, f"up_{level}_upsample")(x)
-        x = nn.swish(_Parts.norm(self, "norm_out")(x))
-        return _Parts.conv(self, self.out_channels, 3, "conv_out")(x).astype(jnp.float32)
+        return self._output(x, self.out_channels).astype(jnp.float32)
 
 
 class TamingVQGAN(tokenizer.LevelsTokenizer):
@@ -303,18 +307,12 @@ class TamingVQGAN(tokenizer.LevelsTokenizer):
 
     # -- the networks ------------------------------------------------------------------------
     def _network_fields(self) -> dict:
-        return dict(
-            filters=self.filters,
-            channel_multipliers=tuple(self.channel_multipliers),
-            num_res_blocks=self.num_res_blocks,
-            attention_levels=self.resolved_attention_levels,
-            norm_groups=self.norm_groups,
-            norm_epsilon=self.norm_epsilon,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            precision=self.precision,
-        )
+        """The fields the encoder and decoder share with this model."""
+        fields = {name: getattr(self, name) for name in (
+            "filters", "num_res_blocks", "norm_groups", "norm_epsilon", "dropout_rate", "dtype",
+            "param_dtype", "precision")}
+        return {**fields, "channel_multipliers": tuple(self.channel_multipliers),
+                "attention_levels": self.resolved_attention_levels}
 
     def _conv1x1(self, features: int) -> nn.Conv:
         return nn.Conv(features, (1, 1), precision=self.precision, dtype=self.dtype,

@@ -102,18 +102,7 @@ class ViTStack(nn.Module):
             self.posemb, self.dtype, self.param_dtype, name="position_embedding"
         )(tokens, grid)
         tokens = nn.Dropout(self.dropout_rate)(tokens, deterministic=not train)
-        tokens = layers.Transformer(
-            num_layers=self.size.num_layers,
-            num_heads=self.size.num_heads,
-            mlp_dim=self.size.mlp_dim,
-            feed_forward=self.feed_forward,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            remat=self.remat,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="transformer",
-        )(tokens, not train)
+        tokens = layers.transformer_for(self, self.size)(tokens, not train)
         return layers.TanhHead(
             self.size.width, head_features, self.dtype, self.param_dtype, name="head"
         )(tokens)  # [B, h*w, head_features]
@@ -226,16 +215,10 @@ class ViTVQGAN(tokenizer.Tokenizer):
 
     # -- the networks ------------------------------------------------------------------------
     def _stack_fields(self) -> dict:
-        return dict(
-            patch_size=self.patch_size,
-            posemb=self.posemb,
-            feed_forward=self.feed_forward,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            remat=self.remat,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        """The fields the encoder and decoder share with this model."""
+        return {name: getattr(self, name) for name in (
+            "patch_size", "posemb", "feed_forward", "dropout_rate", "attention_dropout_rate",
+            "remat", "dtype", "param_dtype")}
 
     def make_encoder(self, latent_channels: int) -> ViTEncoder:
         return ViTEncoder(size=self._sizes()[0], latent_dim=latent_channels,

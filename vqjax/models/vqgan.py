@@ -64,89 +64,81 @@ def quantizer_options_for(quantizer, options) -> dict:
     return tokenizer.quantizer_options_for(quantizer, options, DEFAULT_VQ_OPTIONS)
 
 
-class ConvEncoder(nn.Module):
-    """Images [B, H, W, C] in [-1, 1] -> latents [B, H/f, W/f, embedding_dim],
-    f = 2^(len(multipliers)-1). With `pixel_range="unit"` the network sees the images in [0, 1]."""
+class ConvStack(nn.Module):
+    """The fields and layer constructors shared by the conv encoder and decoder."""
 
     filters: int
     num_res_blocks: int
     channel_multipliers: Sequence[int]
-    embedding_dim: int
     norm_groups: int = 32
-    conv_downsample: bool = False
     shortcut: str = "input"
     pixel_range: str = "signed"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    # Called from the compact `__call__` of a subclass (Flax's automatic names, MaskGIT's order).
+    def _conv(self, features: int, kernel: int, **kw) -> nn.Conv:
+        return nn.Conv(features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype,
+                       **kw)
+
+    def _block(self, features: int) -> layers.ResBlock:
+        return layers.ResBlock(features, self.norm_groups, self.shortcut, dtype=self.dtype,
+                               param_dtype=self.param_dtype)
+
+    def _norm_swish(self, x: Array) -> Array:
+        x = nn.GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+        return nn.swish(x)
+
+
+class ConvEncoder(ConvStack, kw_only=True):
+    """Images [B, H, W, C] in [-1, 1] -> latents [B, H/f, W/f, embedding_dim],
+    f = 2^(len(multipliers)-1). With `pixel_range="unit"` the network sees the images in [0, 1]."""
+
+    embedding_dim: int
+    conv_downsample: bool = False
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         del train  # no dropout
         if self.pixel_range == "unit":
             x = (x + 1.0) * 0.5  # [-1, 1] -> [0, 1], what the released encoder saw
-        conv = lambda features, kernel, **kw: nn.Conv(  # noqa: E731
-            features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype, **kw
-        )
-        block = lambda features: layers.ResBlock(  # noqa: E731
-            features, self.norm_groups, self.shortcut, dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        x = conv(self.filters, 3, use_bias=False)(x.astype(self.dtype))
+        x = self._conv(self.filters, 3, use_bias=False)(x.astype(self.dtype))
         num_levels = len(self.channel_multipliers)
         for level, multiplier in enumerate(self.channel_multipliers):
             filters = self.filters * multiplier
             for _ in range(self.num_res_blocks):
-                x = block(filters)(x)
+                x = self._block(filters)(x)
             if level < num_levels - 1:
                 if self.conv_downsample:
-                    x = conv(filters, 4, strides=(2, 2))(x)
+                    x = self._conv(filters, 4, strides=(2, 2))(x)
                 else:
                     x = layers.downsample_avg(x)
         for _ in range(self.num_res_blocks):
-            x = block(filters)(x)
-        x = nn.GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        x = nn.swish(x)
-        return conv(self.embedding_dim, 1)(x)  # [B, h, w, embedding_dim]
+            x = self._block(filters)(x)
+        return self._conv(self.embedding_dim, 1)(self._norm_swish(x))  # [B, h, w, embedding_dim]
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(ConvStack):
     """Codes [B, h, w, D] -> images [B, h*f, w*f, out_channels] in [-1, 1] (float32). With
     `pixel_range="unit"` the network predicts [0, 1], mapped to [-1, 1]."""
 
-    filters: int
-    num_res_blocks: int
-    channel_multipliers: Sequence[int]
     out_channels: int = 3
-    norm_groups: int = 32
-    shortcut: str = "input"
-    pixel_range: str = "signed"
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         del train  # no dropout
-        conv = lambda features, kernel, **kw: nn.Conv(  # noqa: E731
-            features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype, **kw
-        )
-        block = lambda features: layers.ResBlock(  # noqa: E731
-            features, self.norm_groups, self.shortcut, dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
         filters = self.filters * self.channel_multipliers[-1]
-        x = conv(filters, 3, use_bias=True)(x.astype(self.dtype))
+        x = self._conv(filters, 3, use_bias=True)(x.astype(self.dtype))
         for _ in range(self.num_res_blocks):
-            x = block(filters)(x)
+            x = self._block(filters)(x)
         for level in reversed(range(len(self.channel_multipliers))):
             filters = self.filters * self.channel_multipliers[level]
             for _ in range(self.num_res_blocks):
-                x = block(filters)(x)
+                x = self._block(filters)(x)
             if level > 0:
                 x = layers.upsample_nearest(x, 2)
-                x = conv(filters, 3)(x)
-        x = nn.GroupNorm(self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)(x)
-        x = nn.swish(x)
-        images = conv(self.out_channels, 3)(x).astype(jnp.float32)
+                x = self._conv(filters, 3)(x)
+        images = self._conv(self.out_channels, 3)(self._norm_swish(x)).astype(jnp.float32)
         if self.pixel_range == "unit":
             images = images * 2.0 - 1.0  # the released decoder predicts [0, 1]
         return images
@@ -199,16 +191,11 @@ class VQGAN(tokenizer.LevelsTokenizer):
 
     # -- the networks ------------------------------------------------------------------------
     def _network_fields(self) -> dict:
-        return dict(
-            filters=self.filters,
-            num_res_blocks=self.num_res_blocks,
-            channel_multipliers=tuple(self.channel_multipliers),
-            norm_groups=self.norm_groups,
-            shortcut=self.shortcut,
-            pixel_range=self.pixel_range,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        """The fields the encoder and decoder share with this model."""
+        fields = {name: getattr(self, name) for name in (
+            "filters", "num_res_blocks", "norm_groups", "shortcut", "pixel_range", "dtype",
+            "param_dtype")}
+        return {**fields, "channel_multipliers": tuple(self.channel_multipliers)}
 
     def make_encoder(self, latent_channels: int) -> ConvEncoder:
         return ConvEncoder(embedding_dim=latent_channels, conv_downsample=self.conv_downsample,
