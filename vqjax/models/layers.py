@@ -430,18 +430,10 @@ class Transformer(nn.Module):
 
 def transformer_for(module: nn.Module, size: TransformerSize, name: str = "transformer"):
     """A `Transformer` of `size` with `module`'s feed_forward, dropout rates, remat and dtypes."""
-    return Transformer(
-        num_layers=size.num_layers,
-        num_heads=size.num_heads,
-        mlp_dim=size.mlp_dim,
-        feed_forward=module.feed_forward,
-        dropout_rate=module.dropout_rate,
-        attention_dropout_rate=module.attention_dropout_rate,
-        remat=module.remat,
-        dtype=module.dtype,
-        param_dtype=module.param_dtype,
-        name=name,
-    )
+    shared = {field: getattr(module, field) for field in (
+        "feed_forward", "dropout_rate", "attention_dropout_rate", "remat", "dtype", "param_dtype")}
+    return Transformer(num_layers=size.num_layers, num_heads=size.num_heads, mlp_dim=size.mlp_dim,
+                       name=name, **shared)
 
 
 class TanhHead(nn.Module):
