@@ -12,6 +12,7 @@ from configs import maskgit as maskgit_config
 import vqjax
 from tests.train_utils import apply_overrides, micro_config, read_metrics
 from vqjax.train import maskgit as maskgit_train
+from vqjax.data import tokens as tokens_lib
 from vqjax.train.tokenizer import train_and_evaluate as train_tokenizer
 
 
@@ -306,7 +307,7 @@ def test_nonfinite_steps_are_skipped_or_stop_the_run(data_dir, tokenizer_workdir
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory, data_dir, tokenizer_workdir):
     out = tmp_path_factory.mktemp("tokens")
-    info = maskgit_train.pre_encode(str(tokenizer_workdir), str(out), batch_size=8, limit=20,
+    info = tokens_lib.pre_encode(str(tokenizer_workdir), str(out), batch_size=8, limit=20,
                                     data_dir=str(data_dir))
     return out, info
 
@@ -398,7 +399,7 @@ def test_pre_encoded_errors_are_clear(tokens_dir, data_dir, tokenizer_workdir, t
     with pytest.raises(ValueError, match="splits"):
         tokens_lib.token_pipeline(out, "test", global_batch_size=8)
     with pytest.raises(FileExistsError, match="overwrite"):
-        maskgit_train.pre_encode(str(tokenizer_workdir), str(out), batch_size=8)
+        tokens_lib.pre_encode(str(tokenizer_workdir), str(out), batch_size=8)
     stale = tmp_path / "stale"
     shutil.copytree(out, stale)
     info = json.loads((stale / "tokens_info.json").read_text())

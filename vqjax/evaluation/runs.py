@@ -21,7 +21,6 @@ import re
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from vqjax import data as data_lib
 from vqjax.evaluation import inception
