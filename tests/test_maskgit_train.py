@@ -79,11 +79,11 @@ def test_train_outputs(maskgit_run):
 
 
 def test_sample_cli_writes_pngs_and_tokens(maskgit_run, tmp_path, capsys):
-    from launch import sample as sample_cli
+    from vqjax.sampling.grids import sample_grids
 
     workdir, _ = maskgit_run
     out = tmp_path / "samples"
-    result = sample_cli.sample(str(workdir), str(out), labels=[1, 7], num_per_label=3,
+    result = sample_grids(str(workdir), str(out), labels=[1, 7], num_per_label=3,
                                num_steps=4, guidance_scale=1.5)
     assert result["step"] == 4 and result["images_per_s"] > 0
     for label in (1, 7):
@@ -450,7 +450,7 @@ def test_encode_tokens_cli_with_two_processes(tokenizer_workdir, data_dir, tmp_p
 def test_bits_mode_trains_evaluates_and_samples_over_lfq(data_dir, tmp_path):
     """A 6-bit lfq tokenizer (2 steps) -> a bits-mode MaskGIT with 3 groups of 2 bits (4 steps,
     per-group masking and loss) -> eval per masked group -> launch.sample, MaskBit's guidance."""
-    from launch import sample as sample_cli
+    from vqjax.sampling.grids import sample_grids
 
     tokenizer_dir = tmp_path / "tokenizer_lfq"
     train_tokenizer(micro_config(data_dir, **{
@@ -470,7 +470,7 @@ def test_bits_mode_trains_evaluates_and_samples_over_lfq(data_dir, tmp_path):
     assert (params["prediction"], params["codebook_splits"]) == ("bits", 3)
 
     out = tmp_path / "samples"
-    result = sample_cli.sample(str(workdir), str(out), labels=[2], num_per_label=3, num_steps=4,
+    result = sample_grids(str(workdir), str(out), labels=[2], num_per_label=3, num_steps=4,
                                guidance_scale=2.0, guidance_base="cond")
     assert result["step"] == 4
     tokens = np.load(out / "label_2_tokens.npy")
@@ -516,7 +516,7 @@ def test_maskgit_is_pinned_to_its_tokenizer_checkpoint(maskgit_run, data_dir, to
 
     import jax
 
-    from launch import sample as sample_cli
+    from vqjax.sampling.grids import sample_grids
     from vqjax.train import checkpoint as ckpt_lib
     from vqjax.train import mesh as mesh_lib
     from vqjax.train import pinning, run
@@ -543,7 +543,7 @@ def test_maskgit_is_pinned_to_its_tokenizer_checkpoint(maskgit_run, data_dir, to
     markers = [json.loads(p.read_text()) for p in (tokenizer / "pins").glob("*.json")]
     assert markers == [{"step": 2, "fingerprint": saved["tokenizer_fingerprint"],
                         "workdir": str(workdir)}]
-    result = sample_cli.sample("maskgit", "samples", labels=[3], num_per_label=1, num_steps=2)
+    result = sample_grids("maskgit", "samples", labels=[3], num_per_label=1, num_steps=2)
     assert result["step"] == 5 and (tmp_path / "samples" / "label_3.png").exists()
     mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
     handle = vqjax.load("maskgit", mesh=mesh)
