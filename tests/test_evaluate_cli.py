@@ -225,3 +225,5 @@ def test_evaluate_a_maskgit_run(tmp_path, monkeypatch):
     assert "inception_score" not in results and results["inception_weights"] == "none"
     assert results["examples"] == 10 and 0 < results["usage"] <= 1
     assert any("rFID/FID skipped" in m for m in messages)
+    printed = evaluate.report(results)  # what `python -m launch.evaluate` prints
+    assert "10 samples," in printed and "fid skipped: " in printed and "against" not in printed

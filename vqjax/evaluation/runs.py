@@ -258,9 +258,11 @@ def format_results(results: dict) -> str:
 def report(results: dict) -> str:
     """What `python -m launch.evaluate` prints: a headline, every result, what was skipped."""
     if results["trainer"] == "maskgit":
+        against = (f" against {results['reference_stats']}" if results.get("reference_stats")
+                   else "")
         headline = (f"step {results['step']} ({results['params']} params), {results['examples']} "
-                    f"samples against {results['reference_stats']}, "
-                    f"{results['images_per_s']:.1f} images/s -> {results['output']}")
+                    f"samples{against}, {results['images_per_s']:.1f} images/s -> "
+                    f"{results['output']}")
     else:
         headline = (f"step {results['step']} ({results['params']} params), {results['dataset']}/"
                     f"{results['split']}, {results['examples']} images -> {results['output']}")
