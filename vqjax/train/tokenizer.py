@@ -32,7 +32,7 @@ from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
 from vqjax.train import mesh as mesh_lib
 from vqjax.train.config import quantizer_options
 from vqjax.train import metrics_writer
-from vqjax.train import loop
+from vqjax.train import loop, validate
 from vqjax.train.loop import NonFiniteError, config_to_dict, to_host  # noqa: F401 (re-exported)
 
 log = logging.getLogger("vqjax.train")
@@ -159,9 +159,6 @@ class TokenizerTrainer:
         self.tx, self.schedule = loop.build_optimizer(config.optimizer, config.total_steps)
         d = config.discriminator
         self.disc_tx = optax.adam(d.lr, b1=d.b1, b2=d.b2)
-        if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
-            raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must divide "
-                             f"config.batch_size={config.batch_size}")
         self.lpips_params = None
         if self.loss_cfg.perceptual_weight > 0:
             _, self.lpips_params = perceptual.load_lpips("vgg16")
@@ -316,28 +313,43 @@ def psnr(a, b):
 
 
 # ------------------------------------------------------------------------------------------------
-# The loop
+# The run, top to bottom
 # ------------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        resume: loop.Resume = loop.Resume()) -> dict:
     """Train (or resume, as `resume` says) in `workdir`; returns the last logged metrics."""
-    mesh = loop.make_mesh(config)
-    trainer = TokenizerTrainer(config, mesh)
+    validate.check_config(config)  # every bad field named, before anything is built
+
+    # ---- Mesh ------------------------------------------------------------------------------------
+    mesh = mesh_lib.from_config(config)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    replicated = mesh_lib.replicated(mesh)
+
+    # ---- Input -----------------------------------------------------------------------------------
     ds = config.dataset
     train_iter = data_lib.input_pipeline(
         ds.name, ds.train_split, global_batch_size=config.batch_size, image_size=ds.image_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
         train=True, data_dir=ds.data_dir or None, crop=ds.crop, area_range=(ds.crop_area_min, 1.0),
         flip=ds.flip, num_workers=ds.num_workers)
-    loop.check_process_slice(mesh_lib.batch_sharding(mesh), config.batch_size)
+    loop.check_process_slice(batch_sharding, config.batch_size)
+    batches = loop.GlobalBatches(train_iter, mesh, ("image",))  # image: float32 [B, H, W, 3]
 
-    abstract, shardings = trainer.state_shardings()
-    batch_spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *trainer.image_shape),
-                                                jnp.float32)}
-    replicated = mesh_lib.replicated(mesh)
+    # ---- Model & optimizer -----------------------------------------------------------------------
+    trainer = TokenizerTrainer(config, mesh)
+
+    # ---- Shard: state created (or restored) directly with its shardings ---------------------------
+    _, state_shardings = trainer.state_shardings()
+    init_state = jax.jit(trainer.init_state, out_shardings=state_shardings)
+
+    # ---- Update step: (state, batch) -> (state, metrics); the state is donated --------------------
+    train_step = jax.jit(trainer.train_step, donate_argnums=(0,),
+                         in_shardings=(state_shardings, batch_sharding),
+                         out_shardings=(state_shardings, replicated))
+
+    # ---- Evaluation and images (hooks of the loop) -----------------------------------------------
     preview = jax.jit(trainer.preview, out_shardings=replicated)
     eval_sums = jax.jit(trainer.eval_sums, out_shardings=replicated)
-
     preview_images = {}
 
     def write_reconstructions(step, state, batch, writer):
@@ -353,17 +365,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                    f"reconstructions (right), {ds.image_size} px, EMA params")
         writer.write_images(step, "reconstructions", metrics_writer.figure(grid, caption))
 
-    hooks = [loop.Hook(config.image_every_steps, write_reconstructions),
-             loop.Hook(config.eval_every_steps,
-                       lambda step, state, batch, writer: evaluate(trainer, state, eval_sums,
-                                                                   mesh))]
+    def run_eval(step, state, batch, writer):
+        return evaluate(trainer, state, eval_sums, mesh)
+
+    # ---- Checkpoint & loop: restore or init, compile, train, save (loop.train_loop) ---------------
     return loop.train_loop(
-        config, workdir, abstract=abstract, shardings=shardings, init_state=trainer.init_state,
-        train_iter=train_iter,
-        build_step=lambda: loop.compile_step(trainer.train_step, abstract, shardings, batch_spec,
-                                             mesh),
-        next_batch=lambda it: mesh_lib.global_batch(mesh, {"image": next(it)["image"]}),
-        hooks=hooks,
+        config, workdir, init_state=init_state, train_step=train_step, batches=batches,
+        hooks=[loop.Hook(config.image_every_steps, write_reconstructions),
+               loop.Hook(config.eval_every_steps, run_eval)],
         progress_fields={"loss": "loss/loss", "img_s": "perf/images_per_s",
                          "usage": "quantizer/usage"},
         resume=resume)

@@ -88,6 +88,11 @@ def check_config(config) -> None:
              "older ones included)")
     at_least("log_every_steps", 1, " (metrics are logged every that many steps)")
     at_least("grad_accum_steps", 1)
+    batch_size, accum = _get(config, "batch_size"), _get(config, "grad_accum_steps")
+    if isinstance(batch_size, int) and isinstance(accum, int) and batch_size >= 1 and accum >= 1 \
+            and batch_size % accum:
+        problems.append(f"config.grad_accum_steps={accum} must divide "
+                        f"config.batch_size={batch_size}")
     for name in ("checkpoint_every_steps", "eval_every_steps", "image_every_steps"):
         at_least(name, 0, " (0: never; checkpoints are still saved at the end and on interrupt)"
                  if name.startswith("checkpoint") else " (0: never)")
@@ -132,6 +137,19 @@ def check_config(config) -> None:
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems) if len(problems) > 1
                           else problems[0])
+
+
+def check_batch_split(config, device_count: int) -> None:
+    """Raises ConfigError unless config.batch_size and each of its config.grad_accum_steps
+    micro-batches split evenly over `device_count` devices (the mesh's size)."""
+    batch_size, k = config.batch_size, config.grad_accum_steps
+    if batch_size % device_count:
+        raise ConfigError(f"config.batch_size={batch_size} must be divisible by the "
+                          f"{device_count} devices of the mesh")
+    if (batch_size // k) % device_count:
+        raise ConfigError(f"config.grad_accum_steps={k} must divide config.batch_size="
+                          f"{batch_size} into micro-batches divisible by the {device_count} "
+                          "devices")
 
 
 # ------------------------------------------------------------------------------------------------
