@@ -39,6 +39,7 @@ from vqjax.train import mesh as mesh_lib
 from vqjax.train import metrics_writer
 from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import loop, pinning, validate
+from vqjax.train.config import optional_field
 from vqjax.train.tokenizer import compute_dtype
 
 log = logging.getLogger("vqjax.train.maskgit")
@@ -77,12 +78,13 @@ def build_maskgit(config, tokenizer_model, num_classes: int | None) -> maskgit_l
 
 
 def resolved_num_classes(config, dataset_classes: int | None) -> int | None:
-    n = config.model.num_classes
+    """config.model.num_classes: 0 (unconditional) -> None; unset -> the dataset's class count."""
+    n = optional_field(config, "model.num_classes")
     if n == 0:
         return None
-    if n < 0:
+    if n is None:
         if not dataset_classes:
-            raise ValueError(f"config.model.num_classes=-1 takes the class count from the "
+            raise ValueError(f"config.model.num_classes unset takes the class count from the "
                              f"dataset, but {config.dataset.name!r} has no ClassLabel; set "
                              "--config.model.num_classes=0 (unconditional) or a count")
         return int(dataset_classes)

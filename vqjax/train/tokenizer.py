@@ -30,7 +30,7 @@ from vqjax.models import discriminator as disc_lib
 from vqjax.models import taming_vqgan, vit_vqgan, vqgan
 from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
 from vqjax.train import mesh as mesh_lib
-from vqjax.train.config import quantizer_options
+from vqjax.train.config import optional_field, quantizer_options
 from vqjax.train import metrics_writer
 from vqjax.train import loop, validate
 from vqjax.train.loop import NonFiniteError, config_to_dict, to_host  # noqa: F401 (re-exported)
@@ -63,7 +63,7 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
     if m.name == "vit_vqgan":
         return vit_vqgan.create(
             m.size, patch_size=m.patch_size, posemb=m.posemb, feed_forward=m.mlp_type,
-            dropout_rate=m.dropout, latent_dim=m.latent_dim or None,
+            dropout_rate=m.dropout, latent_dim=optional_field(config, "model.latent_dim"),
             logit_laplace=config.loss.logit_laplace_weight > 0, **common)
     if m.name == "vqgan":
         # Optional architecture fields (absent or empty: the size preset's), e.g. those
@@ -71,12 +71,13 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
         extra = {key: m[key] for key in VQGAN_FIELDS if m.get(key) not in (None, 0, "", ())}
         if "channel_multipliers" in extra:
             extra["channel_multipliers"] = tuple(extra["channel_multipliers"])
-        return vqgan.create(m.size, embedding_dim=m.embedding_dim or None, **extra, **common)
+        return vqgan.create(m.size, embedding_dim=optional_field(config, "model.embedding_dim"),
+                            **extra, **common)
     if m.name == "taming_vqgan":  # every architecture field explicit: converters set them
         return taming_vqgan.TamingVQGAN(
             filters=m.filters, channel_multipliers=tuple(m.channel_multipliers),
             num_res_blocks=m.num_res_blocks, attention_levels=tuple(m.attention_levels),
-            z_channels=m.z_channels, embedding_dim=m.embedding_dim or None,
+            z_channels=m.z_channels, embedding_dim=optional_field(config, "model.embedding_dim"),
             dropout_rate=m.dropout, precision=m.precision or None, **common)
     raise ValueError(f"config.model.name={m.name!r}; choose one of vit_vqgan, vqgan, "
                      "taming_vqgan")
@@ -95,7 +96,8 @@ def build_discriminator(config) -> nn.Module:
     raise ValueError(f"config.discriminator.name={d.name!r}; choose one of stylegan, patchgan")
 
 
-def loss_config(config) -> LossConfig:
+def build_loss_config(config) -> LossConfig:
+    """The `LossConfig` of config.loss (its `preset` field only names where it came from)."""
     fields = {k: v for k, v in config.loss.to_dict().items() if k not in ("preset",)}
     return LossConfig(**fields)
 
@@ -151,7 +153,7 @@ class TokenizerTrainer:
         self.mesh = mesh
         self.model = build_tokenizer(config)
         self.disc = build_discriminator(config)
-        self.loss_cfg = loss_config(config)
+        self.loss_cfg = build_loss_config(config)
         if self.loss_cfg.adaptive_weight:
             raise ValueError("config.loss.adaptive_weight=True is not supported by the tokenizer "
                              "trainer (vqjax.losses.adversarial.adaptive_weight is available for "

@@ -187,12 +187,21 @@ def _fmt(value) -> str:
 _ABSENT = object()
 
 
+def _legacy_unset_as_none(flat: dict[str, Any]) -> dict[str, Any]:
+    """"Not set" as None: an old config.json's 0 / -1 (`config.LEGACY_UNSET`) equals today's
+    placeholder, so such a run resumes without a change to report."""
+    from vqjax.train.config import LEGACY_UNSET
+
+    return {name: None if name in LEGACY_UNSET and value is not None
+            and value == LEGACY_UNSET[name] else value for name, value in flat.items()}
+
+
 def resume_changes(saved: Mapping, current: Mapping) -> tuple[list[str], list[str], list[str]]:
     """(safe, refused, model) differences between the saved config and the current one (both
     plain dicts as `loop.config_to_dict` makes them), each as "field: old -> new". Options of
     quantizers the run does not use are ignored; a field only one side has is safe (a field
     added to the code since the checkpoint, with its default)."""
-    old, new = flatten(saved), flatten(current)
+    old, new = _legacy_unset_as_none(flatten(saved)), _legacy_unset_as_none(flatten(current))
     active = new.get("quantizer.name")
     safe, refused, model = [], [], []
     for name in sorted(set(old) | set(new)):
