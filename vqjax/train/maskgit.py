@@ -142,14 +142,6 @@ class MaskGITTrainer:
         """The params that sample and evaluate: the EMA when config.ema_decay > 0."""
         return state.ema_params if self.config.ema_decay > 0 else state.params
 
-    def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-        """The global batch the step takes: pre-encoded tokens or images, and labels."""
-        if self.pre_encoded:
-            data = jax.ShapeDtypeStruct((batch_size, *self.token_shape), jnp.int32)
-        else:
-            data = jax.ShapeDtypeStruct((batch_size, *self.image_shape), jnp.float32)
-        return {self.data_key: data, "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
-
     @property
     def data_key(self) -> str:
         return "tokens" if self.pre_encoded else "image"
