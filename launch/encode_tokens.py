@@ -41,11 +41,11 @@ def main(argv) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)
     initialize_distributed()
-    import jax
+    import jax  # after initialize_distributed: jax.distributed.initialize comes first
 
-    from vqjax.train import maskgit
+    from vqjax.data import tokens
 
-    info = maskgit.pre_encode(
+    info = tokens.pre_encode(
         _TOKENIZER.value, _OUT.value, splits=tuple(_SPLITS.value), dataset=_DATASET.value,
         data_dir=_DATA_DIR.value, image_size=_IMAGE_SIZE.value, batch_size=_BATCH.value,
         flip=_FLIP.value, overwrite=_OVERWRITE.value, limit=_LIMIT.value,

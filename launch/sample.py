@@ -10,16 +10,18 @@ the `tokenizer_workdir` of its config, the tokenizer, onto this process's local 
 and tokenizer decoding, after compilation). Options left unset take the run's `config.sample`: a
 MaskGIT converted by `launch.convert --from=maskgit` samples with the released decoding settings
 (cosine schedule, choice temperature 4.5, 8 steps at 256 px, 16 at 512 px).
+
+In Python: `vqjax.sampling.grids.sample_grids(workdir, out, labels, ...)`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
 
 from absl import app, flags
 from absl import logging as absl_logging
+
+from vqjax.sampling.grids import sample_grids
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A MaskGIT run's workdir.")
 _OUT = flags.DEFINE_string("out", None, "Where the PNG grids and token arrays go.")
@@ -42,78 +44,13 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest
 flags.mark_flags_as_required(["workdir", "out"])
 
 
-def sample(workdir: str, out: str, labels: list[int] | None = None, num_per_label: int = 8,
-           seed: int = 0, step: int | None = None, **options) -> dict:
-    """Library form of the CLI; returns {"images_per_s", "files", "step"}."""
-    import jax
-    import numpy as np
-
-    import vqjax
-    from vqjax.inference import MaskGIT
-    from vqjax.paths import resolve
-    from vqjax.train import metrics_writer
-
-    if num_per_label < 1:
-        raise ValueError(f"--num_per_label={num_per_label} must be >= 1")
-    if options.get("num_steps") is not None and options["num_steps"] < 1:
-        raise ValueError(f"--steps={options['num_steps']} must be >= 1 (decoding steps)")
-    workdir, out = resolve(workdir), resolve(out)
-    run = vqjax.load(workdir, step)
-    if not isinstance(run, MaskGIT):
-        raise ValueError(f"{workdir!r} is a {run.config.get('trainer', 'tokenizer')!r} run, not a "
-                         "MaskGIT run: launch.sample samples MaskGIT runs")
-    ckpt_step = run.step
-    num_classes = run.num_classes
-    if num_classes is None:
-        groups = [("unconditional", None)]
-    else:
-        labels = list(range(min(num_classes, 10))) if not labels else labels
-        bad = [label for label in labels if not 0 <= label < num_classes]
-        if bad:
-            raise ValueError(f"labels {bad} outside [0, {num_classes})")
-        groups = [(f"label_{label}", label) for label in labels]
-
-    # Pad the batch to a multiple of the device count (extra samples are dropped).
-    batch = -(-num_per_label // run.mesh.size) * run.mesh.size
-
-    def sample_fn(rng, label_array):
-        return run.sample(None if label is None else label_array, rng, batch_size=batch,
-                          return_tokens=True, **options)
-
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files, timed_images, timed_seconds = [], 0, 0.0
-    for i, (name, label) in enumerate(groups):
-        label_array = np.full((batch,), 0 if label is None else label, np.int32)
-        rng = jax.random.fold_in(jax.random.key(seed), i)
-        if i == 0:  # compile outside the timing
-            jax.block_until_ready(sample_fn(rng, label_array))
-        start = time.perf_counter()
-        tokens, images = jax.device_get(sample_fn(rng, label_array))  # batch-sharded: all rows
-        timed_seconds += time.perf_counter() - start
-        timed_images += batch
-        tokens, images = tokens[:num_per_label], images[:num_per_label]
-        png = out_dir / f"{name}.png"
-        what = "unconditional" if label is None else f"class {label}"
-        metrics_writer.save_png(png, metrics_writer.figure(
-            metrics_writer.image_grid(images),
-            f"{num_per_label} samples, {what}: {Path(workdir).name} step {ckpt_step}"))
-        npy = out_dir / f"{name}_tokens.npy"
-        np.save(npy, np.asarray(tokens, np.int32))
-        files += [png, npy]
-    images_per_s = timed_images / max(timed_seconds, 1e-9)
-    print(f"sampled {len(groups)} x {num_per_label} images from {workdir} step {ckpt_step}: "
-          f"{images_per_s:.1f} images/s -> {out_dir}")
-    return {"images_per_s": images_per_s, "files": files, "step": ckpt_step}
-
-
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)
     labels = [int(x) for x in _LABELS.value.split(",") if x.strip()] or None
-    sample(_WORKDIR.value, _OUT.value, labels, _NUM.value, _SEED.value, _STEP.value,
+    sample_grids(_WORKDIR.value, _OUT.value, labels, _NUM.value, _SEED.value, _STEP.value,
            num_steps=_STEPS.value, temperature=_TEMPERATURE.value,
            choice_temperature=_CHOICE_TEMPERATURE.value, guidance_scale=_GUIDANCE.value,
            guidance_base=_GUIDANCE_BASE.value, guidance_anneal=_GUIDANCE_ANNEAL.value,

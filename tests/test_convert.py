@@ -288,9 +288,10 @@ def test_moved_runs_find_their_tokenizer_and_pinned_steps_are_used(converted, tm
 
 
 def test_launch_sample_and_evaluate_take_converted_runs(converted, tmp_path):
-    from launch import evaluate, sample
+    from vqjax.evaluation import evaluators as evaluate
+    from vqjax.sampling.grids import sample_grids
 
-    result = sample.sample(str(converted / "maskgit"), str(tmp_path / "samples"), labels=[1, 7],
+    result = sample_grids(str(converted / "maskgit"), str(tmp_path / "samples"), labels=[1, 7],
                            num_per_label=2, num_steps=2)
     assert [p.name for p in result["files"]] == ["label_1.png", "label_1_tokens.npy",
                                                   "label_7.png", "label_7_tokens.npy"]

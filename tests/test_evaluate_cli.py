@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from launch import evaluate
+from vqjax.evaluation import evaluators as evaluate
+from vqjax.evaluation import maskgit_eval
 from tests.test_maskgit_train import maskgit_micro
 from tests.train_utils import micro_config, run, subprocess_env
 from vqjax.train import maskgit as maskgit_train
@@ -96,11 +97,11 @@ TIMINGS = {"seconds", "images_per_s", "reference_seconds", "reference_stats_cach
 
 
 def test_sample_labels_are_class_balanced():
-    labels = np.concatenate([evaluate.sample_labels(10, start, 8) for start in (0, 8, 16)])
+    labels = np.concatenate([maskgit_eval.sample_labels(10, start, 8) for start in (0, 8, 16)])
     np.testing.assert_array_equal(labels, np.arange(24) % 10)
     assert labels.dtype == np.int32
     assert np.ptp(np.bincount(labels[:23], minlength=10)) <= 1  # balanced to one sample
-    np.testing.assert_array_equal(evaluate.sample_labels(None, 5, 4), np.zeros(4, np.int32))
+    np.testing.assert_array_equal(maskgit_eval.sample_labels(None, 5, 4), np.zeros(4, np.int32))
 
 
 def test_reference_batch_features_are_sharded_and_unpadded():
@@ -119,7 +120,7 @@ def test_reference_batch_features_are_sharded_and_unpadded():
         shardings.append(x.sharding)
         return x.reshape(x.shape[0], -1)[:, :6] * 2, None
 
-    got = evaluate.uint8_features(features_fn, mesh, images)
+    got = maskgit_eval.uint8_features(features_fn, mesh, images)
     want = np.asarray(images_from_uint8(images)).reshape(5, -1)[:, :6] * 2
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert shardings[0].spec == mesh_lib.batch_sharding(mesh).spec  # 8 rows over 8 devices
@@ -224,3 +225,5 @@ def test_evaluate_a_maskgit_run(tmp_path, monkeypatch):
     assert "inception_score" not in results and results["inception_weights"] == "none"
     assert results["examples"] == 10 and 0 < results["usage"] <= 1
     assert any("rFID/FID skipped" in m for m in messages)
+    printed = evaluate.report(results)  # what `python -m launch.evaluate` prints
+    assert "10 samples," in printed and "fid skipped: " in printed and "against" not in printed

@@ -12,6 +12,7 @@ from configs import maskgit as maskgit_config
 import vqjax
 from tests.train_utils import apply_overrides, micro_config, read_metrics
 from vqjax.train import maskgit as maskgit_train
+from vqjax.data import tokens as tokens_lib
 from vqjax.train.tokenizer import train_and_evaluate as train_tokenizer
 
 
@@ -78,11 +79,11 @@ def test_train_outputs(maskgit_run):
 
 
 def test_sample_cli_writes_pngs_and_tokens(maskgit_run, tmp_path, capsys):
-    from launch import sample as sample_cli
+    from vqjax.sampling.grids import sample_grids
 
     workdir, _ = maskgit_run
     out = tmp_path / "samples"
-    result = sample_cli.sample(str(workdir), str(out), labels=[1, 7], num_per_label=3,
+    result = sample_grids(str(workdir), str(out), labels=[1, 7], num_per_label=3,
                                num_steps=4, guidance_scale=1.5)
     assert result["step"] == 4 and result["images_per_s"] > 0
     for label in (1, 7):
@@ -306,7 +307,7 @@ def test_nonfinite_steps_are_skipped_or_stop_the_run(data_dir, tokenizer_workdir
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory, data_dir, tokenizer_workdir):
     out = tmp_path_factory.mktemp("tokens")
-    info = maskgit_train.pre_encode(str(tokenizer_workdir), str(out), batch_size=8, limit=20,
+    info = tokens_lib.pre_encode(str(tokenizer_workdir), str(out), batch_size=8, limit=20,
                                     data_dir=str(data_dir))
     return out, info
 
@@ -398,7 +399,7 @@ def test_pre_encoded_errors_are_clear(tokens_dir, data_dir, tokenizer_workdir, t
     with pytest.raises(ValueError, match="splits"):
         tokens_lib.token_pipeline(out, "test", global_batch_size=8)
     with pytest.raises(FileExistsError, match="overwrite"):
-        maskgit_train.pre_encode(str(tokenizer_workdir), str(out), batch_size=8)
+        tokens_lib.pre_encode(str(tokenizer_workdir), str(out), batch_size=8)
     stale = tmp_path / "stale"
     shutil.copytree(out, stale)
     info = json.loads((stale / "tokens_info.json").read_text())
@@ -449,7 +450,7 @@ def test_encode_tokens_cli_with_two_processes(tokenizer_workdir, data_dir, tmp_p
 def test_bits_mode_trains_evaluates_and_samples_over_lfq(data_dir, tmp_path):
     """A 6-bit lfq tokenizer (2 steps) -> a bits-mode MaskGIT with 3 groups of 2 bits (4 steps,
     per-group masking and loss) -> eval per masked group -> launch.sample, MaskBit's guidance."""
-    from launch import sample as sample_cli
+    from vqjax.sampling.grids import sample_grids
 
     tokenizer_dir = tmp_path / "tokenizer_lfq"
     train_tokenizer(micro_config(data_dir, **{
@@ -469,7 +470,7 @@ def test_bits_mode_trains_evaluates_and_samples_over_lfq(data_dir, tmp_path):
     assert (params["prediction"], params["codebook_splits"]) == ("bits", 3)
 
     out = tmp_path / "samples"
-    result = sample_cli.sample(str(workdir), str(out), labels=[2], num_per_label=3, num_steps=4,
+    result = sample_grids(str(workdir), str(out), labels=[2], num_per_label=3, num_steps=4,
                                guidance_scale=2.0, guidance_base="cond")
     assert result["step"] == 4
     tokens = np.load(out / "label_2_tokens.npy")
@@ -515,7 +516,7 @@ def test_maskgit_is_pinned_to_its_tokenizer_checkpoint(maskgit_run, data_dir, to
 
     import jax
 
-    from launch import sample as sample_cli
+    from vqjax.sampling.grids import sample_grids
     from vqjax.train import checkpoint as ckpt_lib
     from vqjax.train import mesh as mesh_lib
     from vqjax.train import pinning, run
@@ -542,7 +543,7 @@ def test_maskgit_is_pinned_to_its_tokenizer_checkpoint(maskgit_run, data_dir, to
     markers = [json.loads(p.read_text()) for p in (tokenizer / "pins").glob("*.json")]
     assert markers == [{"step": 2, "fingerprint": saved["tokenizer_fingerprint"],
                         "workdir": str(workdir)}]
-    result = sample_cli.sample("maskgit", "samples", labels=[3], num_per_label=1, num_steps=2)
+    result = sample_grids("maskgit", "samples", labels=[3], num_per_label=1, num_steps=2)
     assert result["step"] == 5 and (tmp_path / "samples" / "label_3.png").exists()
     mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
     handle = vqjax.load("maskgit", mesh=mesh)

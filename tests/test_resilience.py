@@ -257,10 +257,10 @@ def test_bad_values_are_named_before_anything_runs(data_dir, tmp_path, field, va
 
 
 def test_sample_refuses_zero_images_per_label(tmp_path):
-    from launch import sample as sample_cli
+    from vqjax.sampling.grids import sample_grids
 
     with pytest.raises(ValueError, match="num_per_label=0 must be >= 1"):
-        sample_cli.sample(str(tmp_path / "no_run"), str(tmp_path / "out"), num_per_label=0)
+        sample_grids(str(tmp_path / "no_run"), str(tmp_path / "out"), num_per_label=0)
 
 
 def test_checkpoint_every_zero_saves_only_at_the_end_and_damaged_latest_falls_back(

@@ -33,6 +33,7 @@ from vqjax.data.pipeline import (
     preprocess_ops,
     record_class_names,
 )
+from vqjax.data.run_input import dataset_pipeline, first_examples
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -47,8 +48,10 @@ __all__ = [
     "StreamInfo",
     "ToSymmetricFloat",
     "build_builtin",
+    "dataset_pipeline",
     "default_data_dir",
     "ensure_built",
+    "first_examples",
     "input_pipeline",
     "is_builtin",
     "make_source",

@@ -25,10 +25,29 @@ import os
 from pathlib import Path
 from typing import Any
 
+import functools
+import logging
+import math
+import time
+
 import grain
+import jax
 import numpy as np
 
-from vqjax.data.pipeline import GlobalBatchSlice, InputIterator, StreamInfo, _resolve_processes
+from vqjax import inference
+from vqjax.data.pipeline import (
+    GlobalBatchSlice,
+    InputIterator,
+    StreamInfo,
+    _resolve_processes,
+    input_pipeline,
+)
+from vqjax.data.run_input import first_examples
+from vqjax.paths import resolve
+from vqjax.train import mesh as mesh_lib
+from vqjax.train.metrics_writer import Progress
+
+log = logging.getLogger("vqjax.data.tokens")
 
 INFO_FILE = "tokens_info.json"
 FORMAT = "vqjax.tokens/1"
@@ -198,3 +217,106 @@ def token_pipeline(
         local.batch(local_batch_size, drop_remainder=True), identity=identity, keep_mask=not train,
         num_threads=num_threads, prefetch_batches=prefetch_batches, num_workers=0,
         info=stream_info)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pre-encoding a dataset into tokens (python -m launch.encode_tokens)
+# ------------------------------------------------------------------------------------------------
+def _local_rows(array: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded global array, in global order."""
+    shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+    seen, rows = set(), []
+    for shard in shards:
+        start = shard.index[0].start or 0
+        if start not in seen:  # replicas of the same rows (not with the batch sharding)
+            seen.add(start)
+            rows.append(np.asarray(shard.data))
+    return np.concatenate(rows)
+
+
+def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation"),
+               dataset: str | None = None, data_dir: str | None = None,
+               image_size: int | None = None, batch_size: int = 256, flip: bool = True,
+               overwrite: bool = False, limit: int | None = None,
+               tokenizer_step: int | None = None) -> dict:
+    """Encodes every image of `splits` with the tokenizer of `tokenizer_workdir` (center crop at
+    its training resolution, plus the mirror image's tokens when `flip`) into a pre-encoded token
+    dataset in `out` (the format above); returns its tokens_info. `tokenizer_step` picks
+    a checkpoint (default: the latest); tokens_info records it and its fingerprint. Sharded over all devices;
+    every process writes the examples it encoded; tokens_info.json is written last."""
+    tokenizer_workdir, out, data_dir = resolve(tokenizer_workdir), resolve(out), resolve(data_dir)
+    out_dir = Path(out)
+    if (out_dir / INFO_FILE).exists() and not overwrite:
+        raise FileExistsError(f"{out!r} already holds a token dataset; pass overwrite=True "
+                              "(--overwrite) to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:  # the old dataset is incomplete from here until the new info
+        (out_dir / INFO_FILE).unlink(missing_ok=True)
+    mesh = mesh_lib.make_mesh()
+    tokenizer = inference.load_tokenizer(tokenizer_workdir, tokenizer_step, mesh=mesh)
+    tok_cfg = tokenizer.config
+    dataset = dataset or tok_cfg.dataset.name
+    data_dir = data_dir or tok_cfg.dataset.get("data_dir") or None
+    image_size = image_size or int(tok_cfg.dataset.image_size)
+    batch_size = max(mesh.size, batch_size - batch_size % mesh.size)
+    quantizer = tokenizer.model.built_quantizer()
+    vocab = int(quantizer.codebook_size)
+    records = None
+
+    @functools.partial(jax.jit, out_shardings=mesh_lib.batch_sharding(mesh))
+    def encode_batch(variables, images):
+        tokens = inference.encode_indices(tokenizer.model, variables, images)
+        if not flip:
+            return tokens, None
+        return tokens, inference.encode_indices(tokenizer.model, variables, images[:, :, ::-1])
+
+    info_splits, num_classes = {}, None
+    p, count = jax.process_index(), jax.process_count()
+    for split in splits:
+        it = input_pipeline(dataset, split, global_batch_size=batch_size, image_size=image_size,
+                            train=False, data_dir=data_dir, process_index=p, process_count=count)
+        num_classes = it.info.num_classes
+        total = it.info.num_examples if limit is None else min(limit, it.info.num_examples)
+        steps = math.ceil(total / batch_size)
+        writer = ShardWriter(out_dir, split, p, count)
+        progress = Progress(steps, 0, enabled=p == 0)
+        start = time.perf_counter()
+        with it:
+            for b, local in first_examples(it, total, batch_size, process_index=p):
+                batch = mesh_lib.global_batch(mesh, {"image": local["image"]})
+                tokens, flipped = encode_batch(tokenizer.variables, batch["image"])
+                tokens = _local_rows(tokens)
+                flipped = None if flipped is None else _local_rows(flipped)
+                if records is None:
+                    records = TokenRecords(tokens.shape[1:],
+                                                      token_dtype(vocab), flip)
+                for i in np.flatnonzero(local["mask"]):
+                    writer.write(records.encode(int(local["label"][i]), tokens[i],
+                                                None if flipped is None else flipped[i]))
+                progress.update(b + 1, img_s=(b + 1) * batch_size / (time.perf_counter() - start))
+        writer.close()
+        progress.close()
+        info_splits[split] = {"files": [shard_name(split, q, count)
+                                        for q in range(count)]}
+        log.info("encoded %s/%s: %d examples in this process", dataset, split, writer.count)
+
+    if count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("vqjax.pre_encode.done")
+    info = {
+        "tokenizer_workdir": str(Path(tokenizer_workdir).resolve()),
+        "tokenizer_step": tokenizer.step, "tokenizer_fingerprint": tokenizer.fingerprint,
+        "dataset": dataset, "image_size": image_size,
+        "token_shape": list(records.token_shape), "dtype": records.dtype.name, "flip": flip,
+        "codebook_size": vocab, "num_classes": num_classes, "crop": "center",
+        "splits": info_splits,
+    }
+    if p == 0:
+        import grain
+
+        for split, entry in info_splits.items():
+            files = [str(out_dir / f) for f in entry["files"]]
+            entry["num_examples"] = len(grain.sources.ArrayRecordDataSource(files))
+        write_info(out_dir, info)
+    return info

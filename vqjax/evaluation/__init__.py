@@ -1,6 +1,9 @@
 """Evaluation: FID / Inception Score (the FID InceptionV3), PSNR / SSIM, codebook usage.
 
 See docs/evaluation.md for the definitions and conventions, and how to get the Inception weights.
+Evaluating a run's checkpoint (`python -m launch.evaluate`): `evaluators.evaluate(workdir,
+EvalOptions(...))`, one evaluator module per run kind (`tokenizer_eval`, `maskgit_eval`) and the
+pieces they share in `runs`; the FID weights' converter is `fid_weights`.
 """
 
 from vqjax.evaluation.codebook import CodebookUsage, perplexity_from_counts, usage_from_counts

@@ -10,7 +10,10 @@ tokenizer is how many it uses over the data set, so the counts are accumulated a
 the host, in int64 (float32 counts stop being exact past 2^24 tokens: 50k images x 1024 tokens).
 
 - usage = fraction of codes used at least once; perplexity = exp(entropy) of the empirical code
-  distribution, the effective number of codes in use (natural log).
+  distribution, the effective number of codes in use (natural log). `usage_from_counts` and
+  `perplexity_from_counts` here are the host (numpy, float64) forms used by every whole-set
+  evaluation (the trainers' periodic eval and `launch.evaluate`); the quantizers' per-batch
+  metrics inside the jitted step use the traced forms of `vqjax.quantizers.metrics`.
 - Multi-index quantizers (`index_axes=1`: rvq depths, grouped sub-codebooks; indices [..., Q]):
   each of the Q codebooks is counted separately; `usage`/`perplexity` are the means over the Q
   codebooks and `usage/q{i}`, `perplexity/q{i}` each one's. `pooled_usage`/`pooled_perplexity`

@@ -13,9 +13,16 @@ Array = jax.Array
 
 
 def code_counts(indices: Array, codebook_size: int, weights: Array | None = None) -> Array:
-    """How many times each code occurs in `indices` (any shape): float32 [codebook_size]."""
+    """How many times each code occurs in `indices` (any shape): float32 [codebook_size].
+
+    `weights` (optional) weighs each index: the shape of `indices`, or a prefix of it broadcast
+    over the rest (a per-image mask [B] for indices [B, h, w(, Q)]: every index axis counted)."""
     flat = indices.reshape(-1)
-    ones = jnp.ones(flat.shape, jnp.float32) if weights is None else weights.reshape(-1)
+    if weights is None:
+        ones = jnp.ones(flat.shape, jnp.float32)
+    else:
+        weights = weights.reshape(weights.shape + (1,) * (indices.ndim - weights.ndim))
+        ones = jnp.broadcast_to(weights, indices.shape).reshape(-1).astype(jnp.float32)
     return jnp.zeros((codebook_size,), jnp.float32).at[flat].add(ones)
 
 

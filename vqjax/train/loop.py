@@ -44,6 +44,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from vqjax import data as data_lib
+from vqjax.evaluation.host import to_host  # noqa: F401 (trainers call loop.to_host)
 from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
 from vqjax.train import metrics_writer, perf, validate
@@ -135,11 +137,6 @@ def microbatches(tree, k: int):
 # ------------------------------------------------------------------------------------------------
 # Host side
 # ------------------------------------------------------------------------------------------------
-def to_host(tree):
-    """Replicated global arrays -> numpy, from this process's own copy (works multi-host)."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
-
-
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
@@ -166,22 +163,17 @@ def eval_batch_size(config, mesh) -> int:
 
 
 def eval_batches(make_iterator: Callable[[int], Any], config, mesh, keys: Sequence[str]):
-    """Yields (batch index, global batch) over the first config.eval_examples of an eval stream:
-    `keys` of each local batch plus "mask" (float32, 0 for padding and for rows past
-    eval_examples, so sums count exactly eval_examples). `make_iterator(global_batch_size)` opens
-    the stream (eval mode: it pads its last batch and gives "mask")."""
+    """Yields (batch index, global batch) over the first config.eval_examples of an eval stream
+    (`data.first_examples`): `keys` of each local batch plus "mask" (float32, 0 for padding and
+    for rows past eval_examples, so sums count exactly eval_examples).
+    `make_iterator(global_batch_size)` opens the stream (eval mode: it pads its last batch and
+    gives "mask")."""
     batch_size = eval_batch_size(config, mesh)
     with make_iterator(batch_size) as it:
-        for b in range(max(1, math.ceil(config.eval_examples / batch_size))):
-            try:
-                local = next(it)
-            except StopIteration:  # the eval split is smaller than eval_examples
-                return
-            rows = local["mask"].shape[0]
-            first = b * batch_size + jax.process_index() * rows
-            mask = local["mask"] & (first + np.arange(rows) < config.eval_examples)
+        for b, local in data_lib.first_examples(it, config.eval_examples, batch_size,
+                                                process_index=jax.process_index()):
             yield b, mesh_lib.global_batch(mesh, {**{k: local[k] for k in keys},
-                                                  "mask": mask.astype(np.float32)})
+                                                  "mask": local["mask"].astype(np.float32)})
 
 
 def add_sums(totals, sums):

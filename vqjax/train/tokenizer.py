@@ -24,10 +24,12 @@ import numpy as np
 import optax
 
 from vqjax import data as data_lib
+from vqjax.evaluation import codebook, image_metrics
 from vqjax.losses import adversarial, perceptual, reconstruction
 from vqjax.losses.total import LossConfig, discriminator_loss, generator_loss
 from vqjax.models import discriminator as disc_lib
 from vqjax.models import taming_vqgan, vit_vqgan, vqgan
+from vqjax.quantizers import metrics as quantizer_metrics
 from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
 from vqjax.train import mesh as mesh_lib
 from vqjax.train.config import optional_field, quantizer_options
@@ -302,16 +304,11 @@ class TokenizerTrainer:
         codebook_size = self.model.built_quantizer().codebook_size
         return {
             "l2": jnp.sum(per_image_l2 * mask),
-            "psnr": jnp.sum(psnr(recon, images) * mask),
+            "psnr": jnp.sum(jnp.where(mask > 0, image_metrics.psnr(recon, images, data_range=2.0),
+                                      0.0)),
             "examples": jnp.sum(mask),
-            "code_counts": code_counts(aux.indices, codebook_size, mask),
+            "code_counts": quantizer_metrics.code_counts(aux.indices, codebook_size, mask),
         }
-
-
-def psnr(a, b):
-    """PSNR in dB for images in [-1, 1] (data range 2)."""
-    mse = jnp.mean((a.astype(jnp.float32) - b.astype(jnp.float32)) ** 2, axis=(1, 2, 3))
-    return 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,15 +379,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def eval_stream(config):
     """`make_iterator(global_batch_size)` over the eval split, for `loop.eval_batches`."""
-    ds = config.dataset
-
-    def make_iterator(batch_size):
-        return data_lib.input_pipeline(
-            ds.name, ds.eval_split, global_batch_size=batch_size, image_size=ds.image_size,
-            seed=config.seed, process_index=jax.process_index(),
-            process_count=jax.process_count(), train=False, data_dir=ds.data_dir or None)
-
-    return make_iterator
+    return functools.partial(data_lib.dataset_pipeline, config, config.dataset.eval_split,
+                             train=False)
 
 
 def first_eval_images(config, mesh, count: int = 8):
@@ -419,18 +409,10 @@ def evaluate(trainer: TokenizerTrainer, state: TrainState, eval_sums, mesh) -> d
         return {}
     examples = max(float(totals["examples"]), 1.0)
     counts = totals["code_counts"]
-    probs = counts / max(counts.sum(), 1.0)
-    nonzero = probs[probs > 0]
     return {
         "eval/l2": float(totals["l2"]) / examples,
         "eval/psnr": float(totals["psnr"]) / examples,
-        "eval/usage": float(np.mean(counts > 0)),
-        "eval/perplexity": float(np.exp(-np.sum(nonzero * np.log(nonzero)))),
+        "eval/usage": codebook.usage_from_counts(counts),
+        "eval/perplexity": codebook.perplexity_from_counts(counts),
         "eval/examples": float(totals["examples"]),
     }
-
-
-def code_counts(indices, codebook_size: int, mask) -> jax.Array:
-    """Per-code counts over the images where mask is 1 (all index axes counted)."""
-    weights = jnp.broadcast_to(mask.reshape(mask.shape + (1,) * (indices.ndim - 1)), indices.shape)
-    return jnp.zeros((codebook_size,), jnp.float32).at[indices.reshape(-1)].add(weights.reshape(-1))
