@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     config.unlock()
     config.total_steps = args.steps
     config.eval_examples = args.eval_examples
-    mesh = loop.make_mesh(config)
+    mesh = mesh_lib.from_config(config)
     trainer = TokenizerTrainer(config, mesh)
     ds = config.dataset
     train_iter = data_lib.input_pipeline(

@@ -58,8 +58,9 @@ def quantizer_config(name: str, **per_quantizer) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({"name": name, **blocks})
 
 
-def loss_config(preset: str, **overrides) -> ml_collections.ConfigDict:
-    """The fields of `vqjax.losses.total.LossConfig`, from one of its presets."""
+def loss_preset(preset: str, **overrides) -> ml_collections.ConfigDict:
+    """The config.loss block: the fields of `vqjax.losses.total.LossConfig` from one of its
+    presets (`vqjax.losses.loss_config(preset)`), with `preset` recorded."""
     from vqjax.losses.total import loss_config as preset_config
 
     fields = dataclasses.asdict(preset_config(preset, **overrides))

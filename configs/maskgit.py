@@ -74,6 +74,7 @@ overridden:
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs import common
 
@@ -102,7 +103,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(
         size=arg.size,
-        num_classes=-1,  # -1: from the dataset's labels; 0: unconditional
+        num_classes=placeholder(int),  # unset: from the dataset's labels; 0: unconditional
         prediction="",  # "": maskgit.for_quantizer decides ("index", or "bits" for huge lfq/bsq)
         codebook_splits=0,  # bits mode: bit groups per index (0: 2, MaskBit's; must divide bits)
         posemb="learned", tie_head=True, dropout=-1.0,  # -1: the size preset's dropout

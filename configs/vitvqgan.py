@@ -15,6 +15,7 @@ in use at this scale (94%, 22.5 dB eval PSNR; docs/quantizers.md).
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs import common
 
@@ -29,12 +30,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(
         name="vit_vqgan", size=arg.size, patch_size=4 if tiny else 8, posemb="learned",
-        mlp_type="mlp", dropout=0.0, latent_dim=0,  # 0: derived from the quantizer
+        mlp_type="mlp", dropout=0.0,
+        latent_dim=placeholder(int),  # unset: derived from the quantizer
     ))
     c.quantizer = common.quantizer_config(
         "vq", vq=dict(codebook_size=512 if tiny else 8192, codebook_dim=8 if tiny else 32,
                       use_cosine_sim=True))
-    c.loss = common.loss_config("vit_vqgan", disc_start_step=20_000)
+    c.loss = common.loss_preset("vit_vqgan", disc_start_step=20_000)
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", lr=1e-4, b1=0.9, b2=0.99, weight_decay=1e-4, warmup_steps=5_000,
         schedule="cosine", grad_clip_norm=1.0,

@@ -65,6 +65,7 @@ Released conv tokenizers (model `taming_vqgan`, the targets of vqjax.convert.tam
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from configs import common
 from vqjax.models.discriminator import maskgit_widths
@@ -81,10 +82,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.trainer = "tokenizer"
     c.dataset.name = arg.dataset or ("vqjax_photos" if tiny else "imagenet2012")
 
-    c.model = ml_collections.ConfigDict(dict(name="vqgan", size=arg.size, embedding_dim=0))
+    c.model = ml_collections.ConfigDict(dict(
+        name="vqgan", size=arg.size,
+        embedding_dim=placeholder(int),  # unset: the size preset's (or the quantizer's)
+    ))
     c.quantizer = common.quantizer_config(
         "vq", vq=dict(codebook_size=128 if tiny else 1024), lfq=dict(dim=10))
-    c.loss = common.loss_config("maskgit", disc_start_step=10_000)
+    c.loss = common.loss_preset("maskgit", disc_start_step=10_000)
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam", lr=1e-4, b1=0.0, b2=0.99, weight_decay=0.0, warmup_steps=0,
         schedule="constant", grad_clip_norm=0.0,
@@ -173,7 +177,7 @@ def taming_config(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     if llamagen:
         c.batch_size = 128
-        c.loss = common.loss_config(
+        c.loss = common.loss_preset(
             "maskgit", l2_weight=1.0, perceptual_weight=1.0, adversarial_weight=0.5,
             gan_loss="hinge", r1_gamma=0.0, disc_start_step=20_000)
         c.optimizer = ml_collections.ConfigDict(dict(
@@ -183,7 +187,7 @@ def taming_config(arg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         c.discriminator = common.discriminator_config(
             name="patchgan", filters=64, num_layers=3, lr=1e-4, b1=0.9, b2=0.95)
     else:
-        c.loss = common.loss_config(
+        c.loss = common.loss_preset(
             "maskgit", l2_weight=0.0, l1_weight=1.0, perceptual_weight=1.0,
             adversarial_weight=0.8, gan_loss="hinge", r1_gamma=0.0, disc_start_step=250_001)
         lr = 4.5e-6 * c.batch_size

@@ -18,6 +18,7 @@ from tests.train_utils import (REPO, final_params, launch_command, micro_config,
                                subprocess_env, train_losses)
 from vqjax.train import checkpoint as ckpt_lib
 from vqjax.train import mesh as mesh_lib
+from vqjax.train import validate
 from vqjax.train.tokenizer import NonFiniteError, TokenizerTrainer, train_and_evaluate
 
 
@@ -199,4 +200,4 @@ def test_gradient_accumulation_matches_full_batch(data_dir):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
                                                          atol=1e-6), one.params, two.params)
     with pytest.raises(ValueError, match="grad_accum_steps=3"):
-        TokenizerTrainer(micro_config(data_dir, grad_accum_steps=3), mesh)
+        validate.check_config(micro_config(data_dir, grad_accum_steps=3))

@@ -11,6 +11,25 @@ import sys
 import ml_collections
 
 
+# "Not set" is `None` (the presets declare these fields as typed `ml_collections` placeholders);
+# configs saved before that (a run's config.json) hold these values for it, which still mean
+# "not set": 0 latent/embedding dims (the quantizer's), num_classes -1 (the dataset's).
+LEGACY_UNSET = {"model.latent_dim": 0, "model.embedding_dim": 0, "model.num_classes": -1}
+
+
+def optional_field(config, dotted: str):
+    """The value of a dotted field of `config` (a ConfigDict or a dict), or None when it is not
+    set: absent, None, or its LEGACY_UNSET value in a config saved by older code."""
+    node = config
+    for part in dotted.split("."):
+        if node is None or not hasattr(node, "get"):
+            return None
+        node = node.get(part)
+    if dotted in LEGACY_UNSET and node is not None and node == LEGACY_UNSET[dotted]:
+        return None
+    return node
+
+
 def quantizer_options(config: ml_collections.ConfigDict) -> tuple[str, dict]:
     """(name, options) for `quantizers.build` from a `quantizer_config` block."""
     name = config.name

@@ -1,19 +1,20 @@
 """What every trainer shares: the optimizer from the config, the step helpers (finite checks, EMA,
 host transfer) and the outer loop (restore or init, checkpoints, SIGTERM, logging, periodic work).
 
-A trainer supplies the pure pieces (its state's abstract value and shardings, `init_state`, a
-compiled `step_fn(state, batch) -> (state, metrics)`) and periodic hooks (images, eval); `train_loop`
-drives them. The loop owns everything that makes a run resumable and observable:
+A trainer (`tokenizer.py`, `maskgit.py`) builds its mesh, input, model and state shardings, and
+jits its own `train_step` with its donation and shardings, top to bottom in one function; it then
+hands `train_loop` the jitted init and step, the global batches and its periodic hooks (images,
+eval). The loop owns everything that makes a run resumable and observable:
 
-- the config is checked first (`validate.check_config`: every bad field named, before anything
-  is compiled or written);
 - state is restored from the newest checkpoint that restores whole (a damaged one is moved to
   checkpoints_aside/ with a warning; `Resume(step=N)` picks one) onto the current mesh (any
-  device count), with the input iterator's position, or created sharded with
-  `jax.jit(init_state)`. Before that the saved config is compared with this one
+  device count), with the input iterator's position, or created sharded by the trainer's jitted
+  `init_state`. Before that the saved config is compared with this one
   (`validate.check_resume_config`): another model is refused in one line, changes to the model or
   the data stream are refused with the fields named, safe ones are printed. A run already at
   total_steps returns at once, without compiling. One line on stdout says which happened;
+- the step is compiled after the restore, and all processes meet at a barrier before the first
+  step (compilation takes a different time on each host);
 - metrics logged after the restored step (by a run killed before its next checkpoint) are
   rewound, so metrics.jsonl and TensorBoard read as one run;
 - checkpoints every `checkpoint_every_steps` (0: only at the end and on interrupt) and at the end
@@ -57,25 +58,8 @@ class NonFiniteError(FloatingPointError):
 
 
 # ------------------------------------------------------------------------------------------------
-# Config -> mesh, optimizer
+# Config -> optimizer
 # ------------------------------------------------------------------------------------------------
-def make_mesh(config) -> jax.sharding.Mesh:
-    """The ("data", "fsdp") mesh of config.mesh (over the first mesh.num_devices devices, or all)."""
-    devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
-    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
-    if config.batch_size < 1:
-        raise validate.ConfigError(f"config.batch_size={config.batch_size} must be >= 1")
-    if config.batch_size % mesh.size:
-        raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
-                         f"{mesh.size} devices of the mesh")
-    k = config.grad_accum_steps
-    if k < 1 or config.batch_size % k or (config.batch_size // k) % mesh.size:
-        raise ValueError(f"config.grad_accum_steps={k} must divide config.batch_size="
-                         f"{config.batch_size} into micro-batches divisible by the {mesh.size} "
-                         "devices")
-    return mesh
-
-
 def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
     if opt.schedule == "constant":
         return optax.join_schedules(
@@ -197,20 +181,40 @@ def add_sums(totals, sums):
     return sums if totals is None else jax.tree.map(np.add, totals, sums)
 
 
-def compile_step(step_fn, abstract, shardings, batch_spec: Mapping[str, jax.ShapeDtypeStruct],
-                 mesh, *extra_args):
-    """`jax.jit(step_fn)` (state donated, metrics replicated) compiled for `batch_spec`, and its
-    FLOPs per call (0 when the backend has no cost analysis). `extra_args` (e.g. frozen tokenizer
-    variables) are passed after the state, with their own shardings."""
-    batch_sharding = mesh_lib.batch_sharding(mesh)
-    extra_shardings = tuple(jax.tree.map(lambda x: x.sharding, a) for a in extra_args)
-    jitted = jax.jit(step_fn, in_shardings=(shardings, *extra_shardings, batch_sharding),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=(0,))
-    state_spec = ckpt_lib.abstract_like(abstract, shardings)
-    batch_spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-                  for k, v in batch_spec.items()}
-    compiled = jitted.lower(state_spec, *extra_args, batch_spec).compile()
+def compile_step(train_step, *args):
+    """`train_step` (a `jax.jit`-wrapped step, its donation and shardings set where it is
+    defined) compiled for `args`, and its FLOPs per call (0 when the backend has no cost
+    analysis)."""
+    compiled = train_step.lower(*args).compile()
     return compiled, perf.compiled_flops(compiled)
+
+
+class GlobalBatches:
+    """The training batches as global arrays on `mesh` (the `keys` of each local batch of
+    `local_iter`), with the input iterator's position (`get_state`/`set_state`, saved with each
+    checkpoint) and its count of skipped examples."""
+
+    def __init__(self, local_iter, mesh, keys: Sequence[str]):
+        self.local_iter = local_iter
+        self.mesh = mesh
+        self.keys = tuple(keys)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        local = next(self.local_iter)
+        return mesh_lib.global_batch(self.mesh, {k: local[k] for k in self.keys})
+
+    def get_state(self) -> dict:
+        return self.local_iter.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.local_iter.set_state(state)
+
+    @property
+    def num_skipped(self) -> int:
+        return self.local_iter.num_skipped
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,30 +299,32 @@ def train_loop(
     config: ml_collections.ConfigDict,
     workdir: str,
     *,
-    abstract: Any,
-    shardings: Any,
     init_state: Callable[[jax.Array], Any],
-    train_iter,
-    build_step: Callable[[], tuple[Callable[[Any, Any], tuple[Any, Mapping[str, jax.Array]]],
-                                   float]],
-    next_batch: Callable[[Any], Any],
+    train_step: Callable[..., tuple[Any, Mapping[str, jax.Array]]],
+    step_args: tuple = (),
+    batches: GlobalBatches,
     hooks: Sequence[Hook] = (),
     progress_fields: Mapping[str, str] = (),
     resume: Resume = Resume(),
 ) -> dict:
     """Train (or resume) in `workdir` until config.total_steps, SIGTERM or Ctrl-C; the last
-    logged metrics ({} when the run had already finished).
+    logged metrics ({} when the run had already finished). `config` has been checked
+    (`validate.check_config`) by the trainer.
+
+    `init_state(rng)` is the trainer's jitted init (its out_shardings are the state's
+    shardings, which restoring uses too). `train_step(state, *step_args, batch) -> (state,
+    metrics)` is the trainer's jitted update step (state donated); `step_args` are arguments
+    that stay fixed over the run (a MaskGIT's frozen tokenizer variables). It is compiled here,
+    for the first batch, after the checkpoint manager exists and the state is restored, so that
+    every process reaches the manager's first cross-process barrier together, before any long
+    compilation; a finished run never compiles it. Its metrics must include "train/finite".
+    `batches` yields the global batches and holds the input position saved with checkpoints.
+    `progress_fields` maps progress-bar names to metric keys.
 
     Prints one line on stdout first: `resumed from step N (checkpoint PATH)`, `starting from
     scratch`, or `run already finished at step N ...` (then returns without compiling).
-    `build_step()` returns `(step_fn, flops_per_step)` (e.g. `compile_step(...)`); it is called
-    after the checkpoint manager exists and the state is restored, so that every process reaches
-    the manager's first cross-process barrier together, before any long compilation.
-    `next_batch(train_iter)` returns the global batch for `step_fn(state, batch)`; the metrics it
-    returns must include "train/finite". `progress_fields` maps progress-bar names to metric keys.
     Ctrl-C saves, then raises `Interrupted`; a second Ctrl-C raises `SaveAborted`.
     """
-    validate.check_config(config)
     is_main = jax.process_index() == 0
     config_dict = config_to_dict(config)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
@@ -340,8 +346,8 @@ def train_loop(
                     saved[1], config_dict, workdir=workdir, step=saved[0],
                     accept_changes=resume.accept_config_changes)
             state, data_state, _, start_step = checkpointer.restore_with_fallback(
-                ckpt_lib.abstract_like(abstract, shardings), resume.step)
-            train_iter.set_state(data_state)
+                jax.eval_shape(init_state, jax.random.key(config.seed)), resume.step)
+            batches.set_state(data_state)
             if changes and is_main:
                 log.warning("config changed since checkpoint %d (saved with the next "
                             "checkpoint):\n  %s", start_step, "\n  ".join(changes))
@@ -351,10 +357,11 @@ def train_loop(
             if resume.step is not None:
                 raise ckpt_lib.CheckpointError(f"no checkpoint {resume.step} to resume from: "
                                                f"{checkpointer.directory} holds none")
-            state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(config.seed))
+            state = init_state(jax.random.key(config.seed))
             start_step = 0
             announce("starting from scratch")
-        step_fn, flops_per_step = build_step()
+        first_batch = next(batches)  # the step is compiled for its shapes and shardings
+        step_fn, flops_per_step = compile_step(train_step, state, *step_args, first_batch)
         if jax.process_count() > 1:
             # Compilation takes a different time on each host; the first step's collectives give
             # up if one host arrives much later (gloo: 30 s), so start together.
@@ -382,7 +389,7 @@ def train_loop(
     def save(step: int, force: bool = False) -> None:
         if step == last_saved["step"]:  # e.g. SIGTERM right after a periodic save
             return
-        checkpointer.save(step, state, train_iter.get_state(), config_dict, force=force)
+        checkpointer.save(step, state, batches.get_state(), config_dict, force=force)
         last_saved["step"] = step
 
     def check_finite(step: int, finite) -> None:
@@ -398,8 +405,9 @@ def train_loop(
     aborted = False
     try:
         while step < config.total_steps:
-            batch = next_batch(train_iter)
-            state, metrics = step_fn(state, batch)
+            batch = next(batches) if first_batch is None else first_batch
+            first_batch = None
+            state, metrics = step_fn(state, *step_args, batch)
             step += 1
 
             if step % config.log_every_steps == 0 or step == config.total_steps:
@@ -409,7 +417,7 @@ def train_loop(
                 metrics.update({
                     "perf/steps_per_s": steps_per_s,
                     "perf/images_per_s": steps_per_s * config.batch_size,
-                    "data/skipped_examples": float(train_iter.num_skipped),
+                    "data/skipped_examples": float(batches.num_skipped),
                 })
                 if peak_flops:
                     metrics["perf/mfu"] = flops_per_step * steps_per_s / peak_flops

@@ -36,7 +36,8 @@ from vqjax.paths import resolve
 from vqjax.train import mesh as mesh_lib
 from vqjax.train import metrics_writer
 from vqjax.train import checkpoint as ckpt_lib
-from vqjax.train import loop, pinning
+from vqjax.train import loop, pinning, validate
+from vqjax.train.config import optional_field
 from vqjax.train.tokenizer import compute_dtype
 
 log = logging.getLogger("vqjax.train.maskgit")
@@ -75,12 +76,13 @@ def build_maskgit(config, tokenizer_model, num_classes: int | None) -> maskgit_l
 
 
 def resolved_num_classes(config, dataset_classes: int | None) -> int | None:
-    n = config.model.num_classes
+    """config.model.num_classes: 0 (unconditional) -> None; unset -> the dataset's class count."""
+    n = optional_field(config, "model.num_classes")
     if n == 0:
         return None
-    if n < 0:
+    if n is None:
         if not dataset_classes:
-            raise ValueError(f"config.model.num_classes=-1 takes the class count from the "
+            raise ValueError(f"config.model.num_classes unset takes the class count from the "
                              f"dataset, but {config.dataset.name!r} has no ClassLabel; set "
                              "--config.model.num_classes=0 (unconditional) or a count")
         return int(dataset_classes)
@@ -113,10 +115,6 @@ class MaskGITTrainer:
         self.config = config
         self.mesh = mesh
         self.tokenizer = tokenizer
-        k = config.grad_accum_steps
-        if k < 1 or config.batch_size % k:
-            raise ValueError(f"config.grad_accum_steps={k} must divide "
-                             f"config.batch_size={config.batch_size}")
         self.model = build_maskgit(config, tokenizer.model, num_classes)
         self.tx, self.schedule = loop.build_optimizer(config.optimizer, config.total_steps)
         size = config.dataset.image_size
@@ -141,14 +139,6 @@ class MaskGITTrainer:
     def inference_params(self, state: TrainState):
         """The params that sample and evaluate: the EMA when config.ema_decay > 0."""
         return state.ema_params if self.config.ema_decay > 0 else state.params
-
-    def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
-        """The global batch the step takes: pre-encoded tokens or images, and labels."""
-        if self.pre_encoded:
-            data = jax.ShapeDtypeStruct((batch_size, *self.token_shape), jnp.int32)
-        else:
-            data = jax.ShapeDtypeStruct((batch_size, *self.image_shape), jnp.float32)
-        return {self.data_key: data, "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
 
     @property
     def data_key(self) -> str:
@@ -345,14 +335,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """Train (or resume, as `resume` says) a MaskGIT in `workdir`; returns the last logged
     metrics. The tokenizer is the pinned checkpoint (`pinned_tokenizer`), protected from
     deletion in its workdir by a marker (`pinning.pin`)."""
+    validate.check_config(config)  # every bad field named, before anything is built
     workdir = resolve(workdir)
-    mesh = loop.make_mesh(config)
+
+    # ---- Mesh ------------------------------------------------------------------------------------
+    mesh = mesh_lib.from_config(config)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    replicated = mesh_lib.replicated(mesh)
     ckpt_lib.check_workdir(workdir)
+
+    # ---- The frozen tokenizer: restored read-only onto this mesh, pinned --------------------------
     tokenizer_step, fingerprint = pinned_tokenizer(config, workdir)
     tokenizer = inference.load_tokenizer_of(config, mesh, step=tokenizer_step,
                                             fingerprint=fingerprint)
     if jax.process_index() == 0:
         pinning.pin(config.tokenizer_workdir, tokenizer.step, tokenizer.fingerprint, workdir)
+
+    # ---- Input: images (encoded inside the step) or pre-encoded tokens, and labels ----------------
     image_size = config.dataset.image_size or int(tokenizer.config.dataset.image_size)
     train_iter = make_input(config, config.dataset.train_split, config.batch_size, train=True,
                             image_size=image_size)
@@ -360,16 +359,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         raise ValueError(f"config.dataset.image_size={image_size} but config.tokens_dir holds "
                          f"tokens of {train_iter.info.image_size}px images")
     config = resolve_config(config, tokenizer, train_iter.info.num_classes)
+
+    # ---- Model & optimizer -----------------------------------------------------------------------
     trainer = MaskGITTrainer(config, mesh, tokenizer, config.model.num_classes or None)
     if config.tokens_dir:
         check_tokens_dir(config, tokenizer, trainer.token_shape)
-    loop.check_process_slice(mesh_lib.batch_sharding(mesh), config.batch_size)
+    loop.check_process_slice(batch_sharding, config.batch_size)
+    batches = loop.GlobalBatches(train_iter, mesh, (trainer.data_key, "label"))
 
-    abstract, shardings = trainer.state_shardings()
+    # ---- Shard: state created (or restored) directly with its shardings ---------------------------
+    _, state_shardings = trainer.state_shardings()
+    init_state = jax.jit(trainer.init_state, out_shardings=state_shardings)
+    tokenizer_shardings = jax.tree.map(lambda x: x.sharding, tokenizer.variables)
+
+    # ---- Update step: (state, tokenizer variables, batch) -> (state, metrics); state donated ------
+    train_step = jax.jit(trainer.train_step, donate_argnums=(0,),
+                         in_shardings=(state_shardings, tokenizer_shardings, batch_sharding),
+                         out_shardings=(state_shardings, replicated))
+
+    # ---- Evaluation and samples (hooks of the loop) ----------------------------------------------
     s = config.sample
     labels = jnp.asarray(preview_labels(trainer.model.num_classes, s.per_class))
     sample_fn = trainer.jit_sample(**decode_options(s))
-    eval_sums = jax.jit(trainer.eval_sums, out_shardings=mesh_lib.replicated(mesh))
+    eval_sums = jax.jit(trainer.eval_sums, out_shardings=replicated)
 
     def write_samples(step, state, batch, writer):
         rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
@@ -386,20 +398,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     def run_eval(step, state, batch, writer):
         return evaluate(trainer, trainer.inference_params(state), eval_sums)
 
-    def build_step():
-        step_fn, flops_per_step = loop.compile_step(
-            trainer.train_step, abstract, shardings, trainer.batch_spec(config.batch_size), mesh,
-            tokenizer.variables)
-        return (lambda state, batch: step_fn(state, tokenizer.variables, batch)), flops_per_step
-
-    def next_batch(it):
-        local = next(it)
-        return mesh_lib.global_batch(mesh, {trainer.data_key: local[trainer.data_key],
-                                            "label": local["label"]})
-
+    # ---- Checkpoint & loop: restore or init, compile, train, save (loop.train_loop) ---------------
     return loop.train_loop(
-        config, workdir, abstract=abstract, shardings=shardings, init_state=trainer.init_state,
-        train_iter=train_iter, build_step=build_step, next_batch=next_batch,
+        config, workdir, init_state=init_state, train_step=train_step,
+        step_args=(tokenizer.variables,), batches=batches,
         hooks=[loop.Hook(config.image_every_steps, write_samples),
                loop.Hook(config.eval_every_steps, run_eval)],
         progress_fields={"loss": "loss/loss", "acc": "loss/accuracy",

@@ -33,6 +33,17 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
                          devices=devices)
 
 
+def from_config(config) -> Mesh:
+    """The mesh of `config.mesh` (over its first `num_devices` devices, or all), checked against
+    the batch: config.batch_size and its micro-batches must split evenly over the devices."""
+    from vqjax.train import validate
+
+    devices = jax.devices()[:config.mesh.num_devices] if config.mesh.num_devices else None
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, devices)
+    validate.check_batch_split(config, mesh.size)
+    return mesh
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over every device."""
     return NamedSharding(mesh, P(BATCH_AXES))

@@ -32,9 +32,9 @@ from vqjax.models import taming_vqgan, vit_vqgan, vqgan
 from vqjax.quantizers import metrics as quantizer_metrics
 from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
 from vqjax.train import mesh as mesh_lib
-from vqjax.train.config import quantizer_options
+from vqjax.train.config import optional_field, quantizer_options
 from vqjax.train import metrics_writer
-from vqjax.train import loop
+from vqjax.train import loop, validate
 from vqjax.train.loop import NonFiniteError, config_to_dict, to_host  # noqa: F401 (re-exported)
 
 log = logging.getLogger("vqjax.train")
@@ -65,7 +65,7 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
     if m.name == "vit_vqgan":
         return vit_vqgan.create(
             m.size, patch_size=m.patch_size, posemb=m.posemb, feed_forward=m.mlp_type,
-            dropout_rate=m.dropout, latent_dim=m.latent_dim or None,
+            dropout_rate=m.dropout, latent_dim=optional_field(config, "model.latent_dim"),
             logit_laplace=config.loss.logit_laplace_weight > 0, **common)
     if m.name == "vqgan":
         # Optional architecture fields (absent or empty: the size preset's), e.g. those
@@ -73,12 +73,13 @@ def build_tokenizer(config: ml_collections.ConfigDict) -> nn.Module:
         extra = {key: m[key] for key in VQGAN_FIELDS if m.get(key) not in (None, 0, "", ())}
         if "channel_multipliers" in extra:
             extra["channel_multipliers"] = tuple(extra["channel_multipliers"])
-        return vqgan.create(m.size, embedding_dim=m.embedding_dim or None, **extra, **common)
+        return vqgan.create(m.size, embedding_dim=optional_field(config, "model.embedding_dim"),
+                            **extra, **common)
     if m.name == "taming_vqgan":  # every architecture field explicit: converters set them
         return taming_vqgan.TamingVQGAN(
             filters=m.filters, channel_multipliers=tuple(m.channel_multipliers),
             num_res_blocks=m.num_res_blocks, attention_levels=tuple(m.attention_levels),
-            z_channels=m.z_channels, embedding_dim=m.embedding_dim or None,
+            z_channels=m.z_channels, embedding_dim=optional_field(config, "model.embedding_dim"),
             dropout_rate=m.dropout, precision=m.precision or None, **common)
     raise ValueError(f"config.model.name={m.name!r}; choose one of vit_vqgan, vqgan, "
                      "taming_vqgan")
@@ -97,7 +98,8 @@ def build_discriminator(config) -> nn.Module:
     raise ValueError(f"config.discriminator.name={d.name!r}; choose one of stylegan, patchgan")
 
 
-def loss_config(config) -> LossConfig:
+def build_loss_config(config) -> LossConfig:
+    """The `LossConfig` of config.loss (its `preset` field only names where it came from)."""
     fields = {k: v for k, v in config.loss.to_dict().items() if k not in ("preset",)}
     return LossConfig(**fields)
 
@@ -153,7 +155,7 @@ class TokenizerTrainer:
         self.mesh = mesh
         self.model = build_tokenizer(config)
         self.disc = build_discriminator(config)
-        self.loss_cfg = loss_config(config)
+        self.loss_cfg = build_loss_config(config)
         if self.loss_cfg.adaptive_weight:
             raise ValueError("config.loss.adaptive_weight=True is not supported by the tokenizer "
                              "trainer (vqjax.losses.adversarial.adaptive_weight is available for "
@@ -161,9 +163,6 @@ class TokenizerTrainer:
         self.tx, self.schedule = loop.build_optimizer(config.optimizer, config.total_steps)
         d = config.discriminator
         self.disc_tx = optax.adam(d.lr, b1=d.b1, b2=d.b2)
-        if config.grad_accum_steps < 1 or config.batch_size % config.grad_accum_steps:
-            raise ValueError(f"config.grad_accum_steps={config.grad_accum_steps} must divide "
-                             f"config.batch_size={config.batch_size}")
         self.lpips_params = None
         if self.loss_cfg.perceptual_weight > 0:
             _, self.lpips_params = perceptual.load_lpips("vgg16")
@@ -313,28 +312,43 @@ class TokenizerTrainer:
 
 
 # ------------------------------------------------------------------------------------------------
-# The loop
+# The run, top to bottom
 # ------------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        resume: loop.Resume = loop.Resume()) -> dict:
     """Train (or resume, as `resume` says) in `workdir`; returns the last logged metrics."""
-    mesh = loop.make_mesh(config)
-    trainer = TokenizerTrainer(config, mesh)
+    validate.check_config(config)  # every bad field named, before anything is built
+
+    # ---- Mesh ------------------------------------------------------------------------------------
+    mesh = mesh_lib.from_config(config)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    replicated = mesh_lib.replicated(mesh)
+
+    # ---- Input -----------------------------------------------------------------------------------
     ds = config.dataset
     train_iter = data_lib.input_pipeline(
         ds.name, ds.train_split, global_batch_size=config.batch_size, image_size=ds.image_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
         train=True, data_dir=ds.data_dir or None, crop=ds.crop, area_range=(ds.crop_area_min, 1.0),
         flip=ds.flip, num_workers=ds.num_workers)
-    loop.check_process_slice(mesh_lib.batch_sharding(mesh), config.batch_size)
+    loop.check_process_slice(batch_sharding, config.batch_size)
+    batches = loop.GlobalBatches(train_iter, mesh, ("image",))  # image: float32 [B, H, W, 3]
 
-    abstract, shardings = trainer.state_shardings()
-    batch_spec = {"image": jax.ShapeDtypeStruct((config.batch_size, *trainer.image_shape),
-                                                jnp.float32)}
-    replicated = mesh_lib.replicated(mesh)
+    # ---- Model & optimizer -----------------------------------------------------------------------
+    trainer = TokenizerTrainer(config, mesh)
+
+    # ---- Shard: state created (or restored) directly with its shardings ---------------------------
+    _, state_shardings = trainer.state_shardings()
+    init_state = jax.jit(trainer.init_state, out_shardings=state_shardings)
+
+    # ---- Update step: (state, batch) -> (state, metrics); the state is donated --------------------
+    train_step = jax.jit(trainer.train_step, donate_argnums=(0,),
+                         in_shardings=(state_shardings, batch_sharding),
+                         out_shardings=(state_shardings, replicated))
+
+    # ---- Evaluation and images (hooks of the loop) -----------------------------------------------
     preview = jax.jit(trainer.preview, out_shardings=replicated)
     eval_sums = jax.jit(trainer.eval_sums, out_shardings=replicated)
-
     preview_images = {}
 
     def write_reconstructions(step, state, batch, writer):
@@ -350,17 +364,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                    f"reconstructions (right), {ds.image_size} px, EMA params")
         writer.write_images(step, "reconstructions", metrics_writer.figure(grid, caption))
 
-    hooks = [loop.Hook(config.image_every_steps, write_reconstructions),
-             loop.Hook(config.eval_every_steps,
-                       lambda step, state, batch, writer: evaluate(trainer, state, eval_sums,
-                                                                   mesh))]
+    def run_eval(step, state, batch, writer):
+        return evaluate(trainer, state, eval_sums, mesh)
+
+    # ---- Checkpoint & loop: restore or init, compile, train, save (loop.train_loop) ---------------
     return loop.train_loop(
-        config, workdir, abstract=abstract, shardings=shardings, init_state=trainer.init_state,
-        train_iter=train_iter,
-        build_step=lambda: loop.compile_step(trainer.train_step, abstract, shardings, batch_spec,
-                                             mesh),
-        next_batch=lambda it: mesh_lib.global_batch(mesh, {"image": next(it)["image"]}),
-        hooks=hooks,
+        config, workdir, init_state=init_state, train_step=train_step, batches=batches,
+        hooks=[loop.Hook(config.image_every_steps, write_reconstructions),
+               loop.Hook(config.eval_every_steps, run_eval)],
         progress_fields={"loss": "loss/loss", "img_s": "perf/images_per_s",
                          "usage": "quantizer/usage"},
         resume=resume)

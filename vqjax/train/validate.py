@@ -88,6 +88,11 @@ def check_config(config) -> None:
              "older ones included)")
     at_least("log_every_steps", 1, " (metrics are logged every that many steps)")
     at_least("grad_accum_steps", 1)
+    batch_size, accum = _get(config, "batch_size"), _get(config, "grad_accum_steps")
+    if isinstance(batch_size, int) and isinstance(accum, int) and batch_size >= 1 and accum >= 1 \
+            and batch_size % accum:
+        problems.append(f"config.grad_accum_steps={accum} must divide "
+                        f"config.batch_size={batch_size}")
     for name in ("checkpoint_every_steps", "eval_every_steps", "image_every_steps"):
         at_least(name, 0, " (0: never; checkpoints are still saved at the end and on interrupt)"
                  if name.startswith("checkpoint") else " (0: never)")
@@ -134,6 +139,19 @@ def check_config(config) -> None:
                           else problems[0])
 
 
+def check_batch_split(config, device_count: int) -> None:
+    """Raises ConfigError unless config.batch_size and each of its config.grad_accum_steps
+    micro-batches split evenly over `device_count` devices (the mesh's size)."""
+    batch_size, k = config.batch_size, config.grad_accum_steps
+    if batch_size % device_count:
+        raise ConfigError(f"config.batch_size={batch_size} must be divisible by the "
+                          f"{device_count} devices of the mesh")
+    if (batch_size // k) % device_count:
+        raise ConfigError(f"config.grad_accum_steps={k} must divide config.batch_size="
+                          f"{batch_size} into micro-batches divisible by the {device_count} "
+                          "devices")
+
+
 # ------------------------------------------------------------------------------------------------
 # Resuming with another config
 # ------------------------------------------------------------------------------------------------
@@ -169,12 +187,21 @@ def _fmt(value) -> str:
 _ABSENT = object()
 
 
+def _legacy_unset_as_none(flat: dict[str, Any]) -> dict[str, Any]:
+    """"Not set" as None: an old config.json's 0 / -1 (`config.LEGACY_UNSET`) equals today's
+    placeholder, so such a run resumes without a change to report."""
+    from vqjax.train.config import LEGACY_UNSET
+
+    return {name: None if name in LEGACY_UNSET and value is not None
+            and value == LEGACY_UNSET[name] else value for name, value in flat.items()}
+
+
 def resume_changes(saved: Mapping, current: Mapping) -> tuple[list[str], list[str], list[str]]:
     """(safe, refused, model) differences between the saved config and the current one (both
     plain dicts as `loop.config_to_dict` makes them), each as "field: old -> new". Options of
     quantizers the run does not use are ignored; a field only one side has is safe (a field
     added to the code since the checkpoint, with its default)."""
-    old, new = flatten(saved), flatten(current)
+    old, new = _legacy_unset_as_none(flatten(saved)), _legacy_unset_as_none(flatten(current))
     active = new.get("quantizer.name")
     safe, refused, model = [], [], []
     for name in sorted(set(old) | set(new)):
