@@ -257,15 +257,7 @@ def make_input(config, split: str, batch_size: int, *, train: bool, image_size: 
     if config.tokens_dir:
         return tokens_lib.token_pipeline(config.tokens_dir, split, batch_size, config.seed,
                                          train=train, flip=None if ds.flip else False, **process)
-    if train:
-        return data_lib.input_pipeline(
-            ds.name, split, global_batch_size=batch_size, image_size=image_size,
-            seed=config.seed, train=True, data_dir=ds.data_dir or None, crop=ds.crop,
-            area_range=(ds.crop_area_min, 1.0), flip=ds.flip, num_workers=ds.num_workers,
-            **process)
-    return data_lib.input_pipeline(ds.name, split, global_batch_size=batch_size,
-                                   image_size=image_size, seed=config.seed, train=False,
-                                   data_dir=ds.data_dir or None, **process)
+    return data_lib.dataset_pipeline(config, split, batch_size, train=train, image_size=image_size)
 
 
 def check_tokens_dir(config, tokenizer: Tokenizer, token_shape) -> dict:

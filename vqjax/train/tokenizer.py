@@ -20,7 +20,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from vqjax import data as data_lib
@@ -326,11 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # ---- Input -----------------------------------------------------------------------------------
     ds = config.dataset
-    train_iter = data_lib.input_pipeline(
-        ds.name, ds.train_split, global_batch_size=config.batch_size, image_size=ds.image_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
-        train=True, data_dir=ds.data_dir or None, crop=ds.crop, area_range=(ds.crop_area_min, 1.0),
-        flip=ds.flip, num_workers=ds.num_workers)
+    train_iter = data_lib.dataset_pipeline(config, ds.train_split, config.batch_size,
+                                           train=True)
     loop.check_process_slice(batch_sharding, config.batch_size)
     batches = loop.GlobalBatches(train_iter, mesh, ("image",))  # image: float32 [B, H, W, 3]
 
