@@ -1,7 +1,10 @@
 """Codebooks stay in use: each tiny preset, trained for its default steps on its default dataset,
 keeps at least 90% of its codebook in use at its evaluation over the whole eval split, with a PSNR
 floor measured on this recipe (docs/quantizers.md, "Codebook usage"). These are the README's main
-job and its conv sibling, run in-process exactly as `launch.train` runs them (8 CPU devices)."""
+job and its conv sibling, run in-process exactly as `launch.train` runs them (8 CPU devices).
+
+One preset per test file (the conv preset: test_codebook_usage_vqgan.py), so that the suite's
+`--dist loadfile` runs the two longest tests of the suite on different workers."""
 
 import pytest
 
@@ -18,9 +21,7 @@ def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tfds")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_tiny_preset_keeps_its_codebook_in_use(preset, data_dir, tmp_path):
+def check_tiny_preset(preset, data_dir, tmp_path):
     config = PRESETS[preset].get_config("tiny")
     config.dataset.data_dir = str(data_dir)
     config.checkpoint_every_steps = config.total_steps  # one checkpoint: the test is about training
@@ -30,3 +31,8 @@ def test_tiny_preset_keeps_its_codebook_in_use(preset, data_dir, tmp_path):
     assert metrics["eval/examples"] >= 100  # the whole eval split of vqjax_photos (110 images)
     assert metrics["eval/usage"] >= 0.9, metrics
     assert metrics["eval/psnr"] >= PSNR_FLOOR[preset], metrics
+
+
+@pytest.mark.slow
+def test_tiny_vitvqgan_keeps_its_codebook_in_use(data_dir, tmp_path):
+    check_tiny_preset("vitvqgan", data_dir, tmp_path)
