@@ -152,6 +152,20 @@ class _OrbaxErrorsToFile(logging.Filter):
         return False
 
 
+class _DropReadOnlyNotices(logging.Filter):
+    """Orbax warns twice each time a read-only manager is opened ("read_only=True, setting
+    save_interval_steps=0", "Given directory is read only"): expected here, so not shown."""
+
+    NOTICES = ("CheckpointManagerOptions.read_only=True", "Given directory is read only")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in self.NOTICES)
+
+
+logging.getLogger("absl").addFilter(_DropReadOnlyNotices())
+
+
 class Checkpointer:
     def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
                  async_save: bool = True, read_only: bool = False):
