@@ -1,11 +1,12 @@
 """A released checkpoint -> an ordinary vqjax run directory, for each source.
 
-    from configs import maskgit, vqgan
+    from vqjax.train.config import load_config
+    vqgan_presets = lambda arg: load_config("configs/vqgan.py", arg)
     convert_maskgit("converted/maskgit256", "tokenizer_imagenet256_checkpoint",
-                    "maskgit_imagenet256_checkpoint", tokenizer_presets=vqgan.get_config,
-                    maskgit_presets=maskgit.get_config)
+                    "maskgit_imagenet256_checkpoint", tokenizer_presets=vqgan_presets,
+                    maskgit_presets=lambda arg: load_config("configs/maskgit.py", arg))
     convert_tokenizer("llamagen", "converted/llamagen", "vq_ds16_c2i.pt",
-                      tokenizer_presets=vqgan.get_config)
+                      tokenizer_presets=vqgan_presets)
 
 The library form of `python -m launch.convert` (which passes configs/'s presets: the library does
 not import configs/). Each run is staged and renamed into place when complete; every check runs
