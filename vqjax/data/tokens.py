@@ -20,15 +20,14 @@ is the pre-encoded form of the random flip; a random-resized crop can only be ap
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Any
-
 import functools
+import json
 import logging
 import math
+import os
 import time
+from pathlib import Path
+from typing import Any
 
 import grain
 import jax
@@ -288,16 +287,14 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
                 tokens = _local_rows(tokens)
                 flipped = None if flipped is None else _local_rows(flipped)
                 if records is None:
-                    records = TokenRecords(tokens.shape[1:],
-                                                      token_dtype(vocab), flip)
+                    records = TokenRecords(tokens.shape[1:], token_dtype(vocab), flip)
                 for i in np.flatnonzero(local["mask"]):
                     writer.write(records.encode(int(local["label"][i]), tokens[i],
                                                 None if flipped is None else flipped[i]))
                 progress.update(b + 1, img_s=(b + 1) * batch_size / (time.perf_counter() - start))
         writer.close()
         progress.close()
-        info_splits[split] = {"files": [shard_name(split, q, count)
-                                        for q in range(count)]}
+        info_splits[split] = {"files": [shard_name(split, q, count) for q in range(count)]}
         log.info("encoded %s/%s: %d examples in this process", dataset, split, writer.count)
 
     if count > 1:
@@ -313,8 +310,6 @@ def pre_encode(tokenizer_workdir: str, out: str, *, splits=("train", "validation
         "splits": info_splits,
     }
     if p == 0:
-        import grain
-
         for split, entry in info_splits.items():
             files = [str(out_dir / f) for f in entry["files"]]
             entry["num_examples"] = len(grain.sources.ArrayRecordDataSource(files))

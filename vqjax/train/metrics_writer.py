@@ -18,10 +18,16 @@ from typing import Mapping
 
 import numpy as np
 
-try:  # TensorBoard event files without TensorFlow.
-    from tensorboardX import SummaryWriter
-except ImportError:  # pragma: no cover - tensorboardX is in requirements.txt
-    SummaryWriter = None
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter (TensorBoard event files without TensorFlow), or None if it is
+    not installed. Imported when a writer is opened: tensorboardX imports torch when torch is
+    installed (~2 s), which modules that only use `Progress` or the figures should not pay."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboardX is in requirements.txt
+        return None
+    return SummaryWriter
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> np.ndarray:
@@ -156,8 +162,9 @@ class MetricWriter:
             if resume_step is not None:
                 rewind_metrics(self.workdir / "metrics.jsonl", resume_step)
                 purge_step = resume_step + 1
-            if SummaryWriter is not None:
-                self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=purge_step)
+            summary_writer = _summary_writer_class()
+            if summary_writer is not None:
+                self._tb = summary_writer(str(self.workdir / "tensorboard"), purge_step=purge_step)
             self._jsonl = open(self.workdir / "metrics.jsonl", "a")
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
