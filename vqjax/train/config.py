@@ -25,9 +25,14 @@ def optional_field(config, dotted: str):
         if node is None or not hasattr(node, "get"):
             return None
         node = node.get(part)
-    if dotted in LEGACY_UNSET and node is not None and node == LEGACY_UNSET[dotted]:
+    return unset_as_none(dotted, node)
+
+
+def unset_as_none(dotted: str, value):
+    """`value` of the dotted field, or None when it is the field's LEGACY_UNSET value."""
+    if dotted in LEGACY_UNSET and value is not None and value == LEGACY_UNSET[dotted]:
         return None
-    return node
+    return value
 
 
 def quantizer_options(config: ml_collections.ConfigDict) -> tuple[str, dict]:

@@ -18,6 +18,8 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from vqjax.train.config import unset_as_none
+
 NONFINITE = ("skip", "error")  # config.nonfinite
 OPTIMIZERS = ("adam", "lion")  # config.optimizer.name
 LR_SCHEDULES = ("constant", "cosine")  # config.optimizer.schedule
@@ -190,10 +192,7 @@ _ABSENT = object()
 def _legacy_unset_as_none(flat: dict[str, Any]) -> dict[str, Any]:
     """"Not set" as None: an old config.json's 0 / -1 (`config.LEGACY_UNSET`) equals today's
     placeholder, so such a run resumes without a change to report."""
-    from vqjax.train.config import LEGACY_UNSET
-
-    return {name: None if name in LEGACY_UNSET and value is not None
-            and value == LEGACY_UNSET[name] else value for name, value in flat.items()}
+    return {name: unset_as_none(name, value) for name, value in flat.items()}
 
 
 def resume_changes(saved: Mapping, current: Mapping) -> tuple[list[str], list[str], list[str]]:
