@@ -257,3 +257,19 @@ def test_maskgit_release_discriminator(resolution):
     assert params["final_dense"]["kernel"].shape == (4 * 4 * 512, 512)  # ends at 4x4
     with pytest.raises(ValueError, match="image_size must be a power of two"):
         maskgit_widths(96)
+
+
+def test_blur_downsample_gradient_matches_depthwise_conv():
+    """The strided-slice blur has the gradient of the depthwise convolution it replaces."""
+    x = _images(2, (2, 8, 8, 3))
+    weights = jnp.asarray(_images(3, (2, 4, 4, 3)))
+    kernel = np.outer([1.0, 3.0, 3.0, 1.0], [1.0, 3.0, 3.0, 1.0]) / 64.0
+    kernel = jnp.asarray(np.tile(kernel[:, :, None, None], (1, 1, 1, 3)), jnp.float32)
+
+    def conv(y):
+        return jax.lax.conv_general_dilated(y, kernel, (2, 2), ((1, 1), (1, 1)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=3)
+
+    grad = lambda f: jax.grad(lambda y: jnp.sum(f(y) * weights))(x)  # noqa: E731
+    np.testing.assert_allclose(grad(blur_downsample), grad(conv), rtol=1e-5, atol=1e-6)
