@@ -8,6 +8,11 @@ quantizer, StyleGAN discriminator forward/backward, Adam for both, EMA, the non-
 compiled once with `jax.jit` (state donated) on a one-device mesh, fed a fixed random batch already
 on the device (no input pipeline). Timed steps follow one warm-up step; the table gives the median.
 
+Next to it, the generator alone on the same batch and state (`model.apply` with the quantizer,
+L2 + quantizer loss, forward and backward; no discriminator, optimizers, EMA or guard), timed in
+alternation with the full step so that both see the same load: the ratio of the two is what the
+rest of the step costs.
+
 FLOPs per step come from XLA's cost analysis of the compiled step (`perf.compiled_flops_per_device`);
 MFU is achieved FLOP/s over a *measured* peak: the best rate of a large matmul in the step's compute
 dtype on the same device (`perf.measured_matmul_peak`), not a spec-sheet figure. Memory is XLA's
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 
 from bench import common
@@ -47,6 +53,8 @@ class Row:
     num_params: int
     steps_timed: int
     compile_s: float | None  # lower + compile; None when compiled earlier in this process
+    generator_s: float | None = None  # generator forward + backward alone, same batch
+    generator_flops: float | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -134,6 +142,25 @@ def compile_step(case: Case, devices):
     return trainer, compiled, state, batch
 
 
+def generator_only(trainer, state, batch):
+    """The compiled generator-only gradient `(params, quantizer state, images) -> grads`: the
+    tokenizer's forward with the quantizer (train mode), L2 + quantizer loss, backward."""
+    import jax
+    import jax.numpy as jnp
+
+    from vqjax.quantizers.linen import QUANTIZER_STATE, RNG_STREAM
+
+    def loss(params, quantizer_state, images):
+        rng = jax.random.key(0)
+        (outputs, aux), mutated = trainer.model.apply(
+            {"params": params, QUANTIZER_STATE: quantizer_state}, images, train=True,
+            rngs={RNG_STREAM: rng, "dropout": rng}, mutable=[QUANTIZER_STATE])
+        return jnp.mean((outputs - images) ** 2) + aux.loss, mutated
+
+    grad = jax.jit(jax.grad(loss, has_aux=True))
+    return grad.lower(state.params, state.quantizer_state, batch["image"]).compile()
+
+
 def time_steps(compiled, state, batch, repeats: int, warmup: int = 1,
                slow_step_s: float = 20.0) -> tuple[float, object, int]:
     """Median seconds per step over `repeats` steps after `warmup` steps (only 1 timed step when
@@ -148,7 +175,7 @@ def time_steps(compiled, state, batch, repeats: int, warmup: int = 1,
     return seconds, latest["state"], steps_timed
 
 
-def bench_case(case: Case, repeats: int) -> Row:
+def bench_case(case: Case, repeats: int, generator: bool = True) -> Row:
     import jax
 
     from vqjax.train import perf
@@ -156,25 +183,46 @@ def bench_case(case: Case, repeats: int) -> Row:
     device = jax.devices()[0]
     key = (dataclasses.astuple(case), (device.id,))
     compiled_before = key in _COMPILED
-    _, compiled, state, batch = compile_step(case, [device])
+    trainer, compiled, state, batch = compile_step(case, [device])
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    step_s, state, steps_timed = time_steps(compiled, state, batch, repeats)
-    jax.block_until_ready(state)
+    latest = {"state": state}
+
+    def step():
+        latest["state"], metrics = compiled(latest["state"], batch)
+        return latest["state"], metrics
+
+    calls = [step]
+    if generator:
+        generator_grad = generator_only(trainer, state, batch)
+        calls.append(lambda: generator_grad(latest["state"].params,
+                                            latest["state"].quantizer_state, batch["image"]))
+    times = common.time_calls(calls, repeats, warmup=1, slow_s=20.0)
+    jax.block_until_ready(latest["state"])
     return Row(
-        case=case, step_s=step_s,
+        case=case, step_s=statistics.median(times[0]),
         flops_per_step=perf.compiled_flops_per_device(compiled),  # one device
         peak_flops=matmul_peak(device, case.compute_dtype),
         memory_bytes=common.memory_analysis_bytes(compiled),
         device_peak_bytes=common.device_peak_bytes(device),
-        num_params=num_params, steps_timed=steps_timed,
-        compile_s=None if compiled_before else LAST_COMPILE_S[key])
+        num_params=num_params, steps_timed=len(times[0]),
+        compile_s=None if compiled_before else LAST_COMPILE_S[key],
+        generator_s=statistics.median(times[1]) if generator else None,
+        generator_flops=perf.compiled_flops_per_device(generator_grad) if generator else None)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    """`a / b` as '2.1x' (`b` None: `a` itself, 3 significant digits; '' when `a` is None)."""
+    if a is None:
+        return ""
+    return common.significant(a) if b is None else f"{a / b:.2g}x"
 
 
 def format_table(rows: list[Row]) -> str:
     header = (
         "| model | params (generator) | dtype | images/s | step (s) | GFLOP/step | achieved TFLOP/s "
         "| measured matmul peak TFLOP/s | MFU | memory, XLA estimate (MiB) | device peak (MiB) "
-        "| timed steps | compile (s) |")
+        "| timed steps | compile (s) | generator only (s) | step / generator, time "
+        "| step / generator, FLOPs |")
     lines = []
     for r in rows:
         c = r.case
@@ -186,7 +234,8 @@ def format_table(rows: list[Row]) -> str:
             f"| {common.significant(r.flops_per_step / 1e9)} "
             f"| {common.significant(r.flops_per_step / r.step_s / 1e12)} "
             f"| {common.significant(r.peak_flops / 1e12)} | {common.significant(100 * r.mfu, 2)}% | {r.memory_bytes / 2**20:,.0f} | {device_peak} "
-            f"| {r.steps_timed} | {compile_s} |")
+            f"| {r.steps_timed} | {compile_s} | {ratio(r.generator_s, None)} "
+            f"| {ratio(r.step_s, r.generator_s)} | {ratio(r.flops_per_step, r.generator_flops)} |")
     return common.markdown_table(header, lines)
 
 

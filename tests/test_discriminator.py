@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vqjax.models import layers
 from vqjax.models import PatchGANDiscriminator, StyleGANDiscriminator
 from vqjax.models.discriminator import blur_downsample, maskgit_widths, minibatch_stddev
 
@@ -273,3 +274,28 @@ def test_blur_downsample_gradient_matches_depthwise_conv():
 
     grad = lambda f: jax.grad(lambda y: jnp.sum(f(y) * weights))(x)  # noqa: E731
     np.testing.assert_allclose(grad(blur_downsample), grad(conv), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strides,padding", [((1, 1), "SAME"), ((2, 2), ((1, 1), (1, 2))),
+                                             ((2, 1), "VALID")])
+def test_matmul_kernel_grad_conv_matches_xla(strides, padding):
+    """layers.conv_general_dilated: XLA's forward, and first and second derivatives (R1 takes
+    the gradient of an input gradient) equal to lax.conv_general_dilated's, on the matmul path
+    (>= 128 channels on CPU) and below it."""
+    for c_in, c_out in ((128, 130), (5, 6)):
+        x = jnp.asarray(_images(4, (2, 9, 10, c_in)))
+        k = jnp.asarray(_images(5, (3, 4, c_in, c_out)))
+        dn = ("NHWC", "HWIO", "NHWC")
+
+        def loss(conv):
+            return lambda x, k: jnp.sum(jnp.sin(conv(x, k, strides, padding,
+                                                     dimension_numbers=dn)))
+
+        ours, xla = loss(layers.conv_general_dilated), loss(jax.lax.conv_general_dilated)
+        np.testing.assert_array_equal(ours(x, k), xla(x, k))
+        for got, want in zip(jax.jit(jax.grad(ours, (0, 1)))(x, k),
+                             jax.jit(jax.grad(xla, (0, 1)))(x, k)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))
+        r1 = lambda f: jax.jit(jax.grad(lambda k: jnp.sum(jax.grad(f)(x, k) ** 2)))(k)  # noqa: E731
+        want = r1(xla)
+        np.testing.assert_allclose(r1(ours), want, rtol=1e-4, atol=1e-4 * float(jnp.abs(want).max()))

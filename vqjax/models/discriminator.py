@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqjax.models import layers
+
 Array = jax.Array
 
 LEAKY_SLOPE = 0.2
@@ -108,6 +110,7 @@ class StyleGANResBlock(nn.Module):
         def conv(features, size, name, use_bias=True):
             return nn.Conv(features, (size, size), use_bias=use_bias, name=name,
                            kernel_init=nn.initializers.xavier_uniform(),
+                           conv_general_dilated=layers.conv_general_dilated,
                            dtype=self.dtype, param_dtype=self.param_dtype)
 
         residual = x
@@ -142,15 +145,16 @@ class StyleGANDiscriminator(nn.Module):
             )
         dense_init = nn.initializers.xavier_uniform()
         options = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=dense_init)
+        conv_options = dict(options, conv_general_dilated=layers.conv_general_dilated)
         x = images.astype(self.dtype)
-        x = leaky_relu(nn.Conv(self.filters, (3, 3), name="stem", **options)(x))
+        x = leaky_relu(nn.Conv(self.filters, (3, 3), name="stem", **conv_options)(x))
         filters = self.filters
         for i, multiplier in enumerate(self.channel_multipliers):
             filters = int(self.filters * multiplier)
             x = StyleGANResBlock(filters, self.dtype, self.param_dtype, name=f"block_{i}")(x)
         if self.mbstd_group_size > 0:
             x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_features)
-        x = leaky_relu(nn.Conv(filters, (3, 3), name="final_conv", **options)(x))
+        x = leaky_relu(nn.Conv(filters, (3, 3), name="final_conv", **conv_options)(x))
         x = x.reshape(x.shape[0], -1)  # [B, h * w * C]
         x = leaky_relu(nn.Dense(filters, name="final_dense", **options)(x))
         logits = nn.Dense(1, name="logits", **options)(x)  # [B, 1]
@@ -229,7 +233,8 @@ class PatchGANDiscriminator(nn.Module):
         def conv(features, stride, name, use_bias):
             return nn.Conv(features, (4, 4), strides=stride, padding=((1, 1), (1, 1)),
                            use_bias=use_bias, kernel_init=_normal(0.0, 0.02),
-                           dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+                           dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+                           conv_general_dilated=layers.conv_general_dilated)
 
         x = images.astype(self.dtype)
         x = leaky_relu(conv(self.filters, 2, "conv_0", use_bias=True)(x))  # [B, H/2, W/2, F]

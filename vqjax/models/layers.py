@@ -453,6 +453,91 @@ class TanhHead(nn.Module):
         return dense(self.features, "output")(jnp.tanh(dense(self.hidden_dim, "hidden")(x)))
 
 
+# -- convolution with a matmul kernel gradient ------------------------------------------------
+# XLA:CPU runs a convolution's forward and input gradient near its matmul rate but the kernel
+# gradient (a "convolution" whose window is the whole image) at 18-24% of it: for the StyleGAN
+# discriminator's 3x3 convs (128 channels at 128 px, 512 at 32 px) the kernel gradient took
+# 4-5x the forward. As kh * kw matmuls over the shifted input it runs 1.4-3.4x faster on CPU from
+# 128 channels up, and slower below (2x slower at 64, docs/benchmarks.md), so it is used on CPU
+# for convs with at least MATMUL_KERNEL_GRAD_MIN_CHANNELS in and out channels; elsewhere
+# (cuDNN, TPU) and for narrower convs the kernel gradient is XLA's. The forward and the input
+# gradient are always XLA's. `nn.Conv(..., conv_general_dilated=conv_general_dilated)` uses it;
+# the parameters are unchanged.
+MATMUL_KERNEL_GRAD_MIN_CHANNELS = 128
+
+
+def _explicit_padding(padding, in_spatial, window, strides):
+    if isinstance(padding, str):
+        return tuple(jax.lax.padtype_to_pads(in_spatial, window, strides, padding))
+    return tuple(tuple(p) for p in padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv_nhwc(lhs, rhs, strides, padding, precision):
+    return jax.lax.conv_general_dilated(lhs, rhs, strides, padding, precision=precision,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_nhwc_fwd(lhs, rhs, strides, padding, precision):
+    return _conv_nhwc(lhs, rhs, strides, padding, precision), (lhs, rhs)
+
+
+def _conv_nhwc_bwd(strides, padding, precision, residuals, dy):
+    lhs, rhs = residuals
+    conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, strides, padding, precision=precision, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    dx = jax.vjp(lambda x: conv(x, rhs), lhs)[1](dy)[0]
+
+    def xla_kernel_grad(lhs, dy):
+        return jax.vjp(lambda k: conv(lhs, k), rhs)[1](dy)[0]
+
+    def matmul_kernel_grad(lhs, dy):
+        kh, kw, c_in, c_out = rhs.shape
+        _, out_h, out_w, _ = dy.shape
+        padded = jnp.pad(lhs, ((0, 0), padding[0], padding[1], (0, 0)))
+        dy2 = dy.reshape(-1, c_out)
+        taps = []
+        for i in range(kh):
+            for j in range(kw):
+                window = jax.lax.slice(
+                    padded, (0, i, j, 0),
+                    (padded.shape[0], i + strides[0] * (out_h - 1) + 1,
+                     j + strides[1] * (out_w - 1) + 1, c_in), (1, strides[0], strides[1], 1))
+                # Materialised on its own: fused into the dot, XLA:CPU's loop emitter is slower.
+                window = jax.lax.optimization_barrier(window.reshape(-1, c_in))
+                taps.append(jnp.dot(window.T, dy2, precision=precision,
+                                    preferred_element_type=jnp.float32))
+        return jnp.stack(taps).reshape(rhs.shape).astype(rhs.dtype)
+
+    dk = jax.lax.platform_dependent(lhs, dy, cpu=matmul_kernel_grad, default=xla_kernel_grad)
+    return dx, dk
+
+
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+    """`lax.conv_general_dilated` whose kernel gradient is computed on CPU as matmuls (see above)
+    for plain 2D convolutions in NHWC/HWIO (Flax's `nn.Conv` layout: strides and padding of any
+    kind, no dilation or groups) with at least MATMUL_KERNEL_GRAD_MIN_CHANNELS channels in and
+    out; any other case is `lax.conv_general_dilated` itself."""
+    strides = tuple(window_strides)
+    plain = (lhs.ndim == 4 and rhs.ndim == 4
+             and min(rhs.shape[2:]) >= MATMUL_KERNEL_GRAD_MIN_CHANNELS and len(strides) == 2 and feature_group_count == 1
+             and batch_group_count == 1 and preferred_element_type is None
+             and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+             == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+    if not plain:
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
+    pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides)
+    return _conv_nhwc(lhs, rhs, strides, pads, precision)
+
+
 # -- convolutional blocks ----------------------------------------------------------------------
 class ResBlock(nn.Module):
     """Residual block: (GroupNorm -> swish -> conv3x3) x 2, plus a 1x1-conv shortcut when the
@@ -475,7 +560,7 @@ class ResBlock(nn.Module):
     def __call__(self, x: Array) -> Array:
         conv = lambda kernel: nn.Conv(  # noqa: E731
             self.filters, (kernel, kernel), use_bias=False, dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            param_dtype=self.param_dtype, conv_general_dilated=conv_general_dilated,
         )
         norm = lambda: nn.GroupNorm(  # noqa: E731
             num_groups=self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype

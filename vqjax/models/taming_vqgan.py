@@ -101,7 +101,8 @@ class _Parts:
     def conv(module, features: int, kernel: int, name: str, strides: int = 1, padding="SAME"):
         return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding=padding,
                        precision=module.precision, dtype=module.dtype,
-                       param_dtype=module.param_dtype, name=name)
+                       param_dtype=module.param_dtype, name=name,
+                       conv_general_dilated=layers.conv_general_dilated)
 
     @staticmethod
     def norm(module, name: str):
@@ -316,7 +317,8 @@ class TamingVQGAN(tokenizer.LevelsTokenizer):
 
     def _conv1x1(self, features: int) -> nn.Conv:
         return nn.Conv(features, (1, 1), precision=self.precision, dtype=self.dtype,
-                       param_dtype=self.param_dtype)
+                       param_dtype=self.param_dtype,
+                       conv_general_dilated=layers.conv_general_dilated)
 
     def make_encoder(self, latent_channels: int) -> TamingEncoder:
         del latent_channels  # the encoder's output is z_channels wide; quant_conv maps it

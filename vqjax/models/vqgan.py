@@ -79,7 +79,7 @@ class ConvStack(nn.Module):
     # Called from the compact `__call__` of a subclass (Flax's automatic names, MaskGIT's order).
     def _conv(self, features: int, kernel: int, **kw) -> nn.Conv:
         return nn.Conv(features, (kernel, kernel), dtype=self.dtype, param_dtype=self.param_dtype,
-                       **kw)
+                       conv_general_dilated=layers.conv_general_dilated, **kw)
 
     def _block(self, features: int) -> layers.ResBlock:
         return layers.ResBlock(features, self.norm_groups, self.shortcut, dtype=self.dtype,
