@@ -8,7 +8,7 @@
 Benchmarks, in the doc's order: quantizers (with the PyTorch peer when installed), train_step
 (tokenizer train step, tiny/S/B: images/s, MFU, memory), maskgit_sampling (parallel vs
 token-by-token decoding), maskgit_peer (MaskGIT train step against the same network in PyTorch),
-scaling (1..8 devices). On a CPU host, 8 fake devices are set up before
+scaling (1..8 devices), data_pipeline (JPEG decoding + crops per CPU core, folder vs prepared). On a CPU host, 8 fake devices are set up before
 jax is imported (the scaling benchmark needs them).
 """
 
@@ -21,7 +21,8 @@ import time
 
 from bench import common
 
-BENCHMARKS = ("quantizers", "train_step", "maskgit_sampling", "maskgit_peer", "scaling")
+BENCHMARKS = ("quantizers", "train_step", "maskgit_sampling", "maskgit_peer", "scaling",
+              "data_pipeline")
 
 
 def main(argv=None) -> None:

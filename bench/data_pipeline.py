@@ -1,7 +1,7 @@
 """Input pipeline throughput: an image folder of JPEGs vs the same images prepared as array_record.
 
-    python -m bench.data_pipeline                 # 256 ImageNet-sized JPEGs, 256 px crops
-    python -m bench.data_pipeline --images=512 --image_size=128
+    python -m bench.data_pipeline                 # 256 ImageNet-sized JPEGs, 256 and 128 px crops
+    python -m bench.data_pipeline --images=512 --repeats=3
 
 Measures one process reading, decoding, random-resized-cropping (to --image_size) and flipping
 images into batches, in the calling thread (no grain threads or workers), and reports images per
@@ -13,12 +13,14 @@ The JPEGs are ImageNet-like: cut from the photographs that ship with scikit-imag
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import tempfile
 import time
 
 import numpy as np
+
+from bench import common
 
 
 def make_jpegs(root: str, count: int, seed: int = 0) -> None:
@@ -57,38 +59,74 @@ def measure(dataset: str, data_dir: str, image_size: int, batch_size: int, batch
     return {"images": images, "images_per_cpu_s": images / cpu, "images_per_wall_s": images / wall}
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--image_size", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=16)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+@dataclasses.dataclass
+class Row:
+    image_size: int
+    folder: dict  # measure() of the image folder
+    prepared: dict  # measure() of the same images after launch.prepare_data
+    export_images_per_s: float
 
+
+def measure_size(images: int, image_size: int, batch_size: int, batches: int) -> Row:
     from vqjax.data.export import export_image_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         folder_dir, tfds_dir = os.path.join(tmp, "jpegs"), os.path.join(tmp, "tfds")
-        make_jpegs(folder_dir, args.images)
+        make_jpegs(folder_dir, images)
         start = time.perf_counter()
         result = export_image_folder(folder_dir, tfds_dir, name="bench_jpegs",
-                                     image_size=args.image_size, workers=1)
+                                     image_size=image_size, workers=1)
         export_s = time.perf_counter() - start
-        figures = {
-            "image_folder": measure("image_folder", folder_dir, args.image_size, args.batch_size,
-                                    args.batches),
-            "prepared": measure(result["name"], tfds_dir, args.image_size, args.batch_size,
-                                args.batches),
-        }
-    print(f"{args.images} JPEGs 500x375/375x500 q90 -> random-resized crop {args.image_size}px "
-          f"+ flip, batches of {args.batch_size}, one process, no workers")
-    for name, figure in figures.items():
-        print(f"  {name:<13} {figure['images_per_cpu_s']:7.1f} images per CPU-second "
-              f"({figure['images_per_wall_s']:.1f}/s wall)")
-    print(f"  export (launch.prepare_data, 1 worker, incl. start-up): "
-          f"{args.images / export_s:.1f} images/s wall")
-    return figures
+        return Row(image_size,
+                   measure("image_folder", folder_dir, image_size, batch_size, batches),
+                   measure(result["name"], tfds_dir, image_size, batch_size, batches),
+                   images / export_s)
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ("| crop | image folder, images per CPU-second | prepared, images per CPU-second "
+              "| prepared / folder | export, images/s (1 worker) |")
+    lines = [f"| {r.image_size} px | {common.significant(r.folder['images_per_cpu_s'])} "
+             f"| {common.significant(r.prepared['images_per_cpu_s'])} "
+             f"| {r.prepared['images_per_cpu_s'] / r.folder['images_per_cpu_s']:.2g}x "
+             f"| {common.significant(r.export_images_per_s)} |" for r in rows]
+    return common.markdown_table(header, lines)
+
+
+def run(quick: bool = False, repeats: int | None = None, write: bool = True,
+        command: str = "python -m bench.data_pipeline", images: int = 256,
+        batch_size: int = 32, doc=common.DOC) -> list[Row]:
+    """Each crop size (256 and 128 px; quick: 64 px over 32 images) measured `repeats` times
+    (default 1); a row keeps the median run by folder throughput."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sizes, images = ((64,), 32) if quick else ((256, 128), images)
+    batches = max(images // batch_size, 1)
+
+    def one(size):
+        runs = [measure_size(images, size, batch_size, batches) for _ in range(repeats or 1)]
+        runs.sort(key=lambda r: r.folder["images_per_cpu_s"])
+        return runs[len(runs) // 2]
+
+    rows = common.measure_all(
+        sizes, one, lambda size, row: (f"{size} px: folder "
+                                       f"{row.folder['images_per_cpu_s']:.0f}, prepared "
+                                       f"{row.prepared['images_per_cpu_s']:.0f} images/CPU-s"),
+        tag="data_pipeline")
+    notes = (f"{images} ImageNet-sized JPEGs (500x375 or 375x500, quality 90) read, decoded, "
+             f"random-resized-cropped and flipped into batches of {batch_size} by "
+             f"`vqjax.data.input_pipeline` in one process with no grain threads or workers, so "
+             f"images per CPU-second is what each worker core adds. Prepared: the same images "
+             f"after `launch.prepare_data --image_size=<crop>` (shorter side resized, JPEG 95).")
+    common.publish("data_pipeline", "Input pipeline", command, format_table(rows), write, notes,
+                   doc=doc)
+    return rows
+
+
+def main(argv=None, command: str | None = None) -> list[Row]:
+    return common.run_main(run, "bench.data_pipeline", __doc__.splitlines()[0], argv, command,
+                           "64 px, 32 images; do not write the doc", "runs per crop size",
+                           options=(("--images", dict(type=int, default=256)),
+                                    ("--batch_size", dict(type=int, default=32))))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def cases(quick: bool, platform: str) -> list[Case]:
         return [Case("tiny", 32, 8, "float32")]
     if platform == "cpu":
         return [Case("tiny", 32, 16, "float32"), Case("tiny", 32, 64, "float32"),
-                Case("S", 64, 2, "float32"), Case("B", 64, 2, "float32")]
+                Case("S", 128, 4, "float32"), Case("B", 64, 2, "float32")]
     return [Case("tiny", 32, 256, "float32"), Case("S", 256, 32, "bfloat16"),
             Case("B", 256, 16, "bfloat16")]
 

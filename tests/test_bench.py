@@ -121,3 +121,13 @@ def test_accelerator_dry_run_prints_every_row(capsys):
                 "8-step parallel decoding |", "| attention xla, 64 tokens",
                 "| attention cudnn | not available"):
         assert row in out, row
+
+
+def test_data_pipeline_quick_measures_both_paths():
+    from bench import data_pipeline
+
+    rows = data_pipeline.run(quick=True, write=False)
+    assert [r.image_size for r in rows] == [64]
+    for figures in (rows[0].folder, rows[0].prepared):
+        assert figures["images"] == 32 and figures["images_per_cpu_s"] > 0
+    assert_table(data_pipeline.format_table(rows), ["| 64 px |"])
