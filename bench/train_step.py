@@ -14,8 +14,9 @@ alternation with the full step so that both see the same load: the ratio of the 
 rest of the step costs.
 
 FLOPs per step come from XLA's cost analysis of the compiled step (`perf.compiled_flops_per_device`);
-MFU is achieved FLOP/s over a *measured* peak: the best rate of a large matmul in the step's compute
-dtype on the same device (`perf.measured_matmul_peak`), not a spec-sheet figure. Memory is XLA's
+MFU is achieved FLOP/s over a *measured* peak: the median rate of a large matmul in the step's
+compute dtype on the same device, timed in turn with the steps (same load), not a spec-sheet
+figure. Memory is XLA's
 static estimate for the compiled step (arguments + outputs + temporaries, less donated aliases);
 on GPU/TPU the allocator's peak bytes in use is reported too.
 """
@@ -90,13 +91,18 @@ def make_config(case: Case):
     return config
 
 
-def matmul_peak(device, dtype_name: str) -> float:
-    """Measured right after each case's steps: on a shared machine the rate varies with load."""
+def matmul_call(device, dtype_name: str):
+    """(call, FLOPs): a no-argument [n, n] x [n, n] matmul in the case's compute dtype on `device`
+    (n = 2048 on CPU, 8192 on accelerators), compiled. Timed in turn with the step, so that on a
+    shared machine the peak and the step see the same load; the peak is its median rate."""
+    import jax
     import jax.numpy as jnp
 
-    from vqjax.train import perf
-
-    return perf.measured_matmul_peak(device, getattr(jnp, dtype_name))
+    n = 2048 if device.platform == "cpu" else 8192
+    x = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), getattr(jnp, dtype_name)),
+                       device)
+    matmul = jax.jit(lambda a: a @ a).lower(x).compile()
+    return (lambda: matmul(x)), 2 * n**3
 
 
 # The last compiled step, (case, device ids) -> (trainer, compiled step, state shardings): one
@@ -191,7 +197,8 @@ def bench_case(case: Case, repeats: int, generator: bool = True) -> Row:
         latest["state"], metrics = compiled(latest["state"], batch)
         return latest["state"], metrics
 
-    calls = [step]
+    peak_call, peak_flops = matmul_call(device, case.compute_dtype)
+    calls = [step, peak_call]
     if generator:
         generator_grad = generator_only(trainer, state, batch)
         calls.append(lambda: generator_grad(latest["state"].params,
@@ -201,12 +208,12 @@ def bench_case(case: Case, repeats: int, generator: bool = True) -> Row:
     return Row(
         case=case, step_s=statistics.median(times[0]),
         flops_per_step=perf.compiled_flops_per_device(compiled),  # one device
-        peak_flops=matmul_peak(device, case.compute_dtype),
+        peak_flops=peak_flops / statistics.median(times[1]),
         memory_bytes=common.memory_analysis_bytes(compiled),
         device_peak_bytes=common.device_peak_bytes(device),
         num_params=num_params, steps_timed=len(times[0]),
         compile_s=None if compiled_before else LAST_COMPILE_S[key],
-        generator_s=statistics.median(times[1]) if generator else None,
+        generator_s=statistics.median(times[2]) if generator else None,
         generator_flops=perf.compiled_flops_per_device(generator_grad) if generator else None)
 
 
