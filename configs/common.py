@@ -53,7 +53,9 @@ def quantizer_config(name: str, **per_quantizer) -> ml_collections.ConfigDict:
         # term pulls u to the corner it sits in and locks in a collapse (docs/quantizers.md).
         "bsq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.0,
                     inv_temperature=1.0),
-        "simvq": dict(codebook_size=1024, commitment_weight=0.25, rotation_trick=False),
+        # codebook_bias=False: the linear map of runs trained before the bias existed.
+        "simvq": dict(codebook_size=1024, commitment_weight=0.25, rotation_trick=False,
+                      codebook_bias=True),
         "rvq": dict(num_quantizers=4, codebook_size=1024, shared_codebook=False,
                     quantize_dropout=False),
     }
