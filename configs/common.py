@@ -47,9 +47,15 @@ def quantizer_config(name: str, **per_quantizer) -> ml_collections.ConfigDict:
                    entropy_loss_weight=0.0, entropy_temperature=0.01,
                    codebook_diversity_loss_weight=0.0, codebook_diversity_temperature=100.0),
         "fsq": dict(levels=(8, 5, 5, 5)),
-        "lfq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
-        "bsq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
-        "simvq": dict(codebook_size=1024, commitment_weight=0.25, rotation_trick=False),
+        "lfq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
+                    inv_temperature=100.0),
+        # bsq-vit (the BSQ reference): beta (commitment) 0 and codebook weight 0.1. A commitment
+        # term pulls u to the corner it sits in and locks in a collapse (docs/quantizers.md).
+        "bsq": dict(dim=10, entropy_loss_weight=0.1, commitment_loss_weight=0.0,
+                    inv_temperature=1.0),
+        # codebook_bias=False: the linear map of runs trained before the bias existed.
+        "simvq": dict(codebook_size=1024, commitment_weight=0.25, rotation_trick=False,
+                      codebook_bias=True),
         "rvq": dict(num_quantizers=4, codebook_size=1024, shared_codebook=False,
                     quantize_dropout=False),
     }

@@ -39,6 +39,9 @@ def test_quantizer_ablation_notebook(tmp_path):
                      "--xla_llvm_disable_expensive_passes=true",
         "JAX_PLATFORMS": "cpu",
         "MPLBACKEND": "Agg",
+        # The kernel starts in notebooks/: put this checkout's vqjax first, not another one
+        # installed in the environment.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     })
     client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
@@ -49,7 +52,8 @@ def test_quantizer_ablation_notebook(tmp_path):
     for name in ("quantizer_ablation.png", "reconstructions.png", "quantizer_ablation.md"):
         assert (runs / name).stat().st_size > 0, name
     table = (runs / "quantizer_ablation.md").read_text()
-    for name in ("vq", "vq_rotation", "vq_remedies", "fsq", "lfq", "bsq", "simvq"):
+    for name in ("vq", "vq_rotation", "vq_remedies", "fsq", "lfq", "lfq_t10", "bsq", "bsq_t10",
+                 "simvq"):
         assert f"| {name} |" in table, name
         pattern = f"{name}_steps{STEPS}_*/images/reconstructions_{STEPS:08d}.png"
         assert len(list(runs.glob(pattern))) == 1, pattern

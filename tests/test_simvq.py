@@ -53,6 +53,32 @@ def test_nearest_code_and_decode(rotation_trick):
     np.testing.assert_allclose(out.metrics["perplexity"], np.exp(-(p * np.log(p)).sum()), rtol=1e-5)
 
 
+def test_affine_map_bias_as_the_reference_linear_layer():
+    # SimVQ's reference maps the basis with nn.Linear (a bias): codes = C W + b. b starts at 0.
+    q, variables, z = _setup(codebook_dim=4)
+    np.testing.assert_array_equal(np.asarray(variables["params"]["codebook_bias"]), np.zeros(6))
+    bias = np.random.default_rng(3).normal(size=6).astype(np.float32)
+    variables = {**variables, "params": {**variables["params"], "codebook_bias": jnp.asarray(bias)}}
+    basis = np.asarray(variables["state"]["basis"], np.float64)
+    codebook = basis @ np.asarray(variables["params"]["codebook_map"], np.float64) + bias
+    z_q, out = jax.jit(q.apply)(variables, z)
+    flat = np.asarray(z, np.float64).reshape(-1, 6)
+    nearest = ((flat[:, None, :] - codebook[None]) ** 2).sum(-1).argmin(-1)
+    np.testing.assert_array_equal(np.asarray(out.indices).reshape(-1), nearest)
+    np.testing.assert_allclose(np.asarray(z_q).reshape(-1, 6), codebook[nearest], rtol=1e-5,
+                               atol=1e-5)
+    # d loss / d b = 2 mean over tokens of (q - z) / D (the codebook term; the commitment term
+    # stops the gradient at q).
+    grad = jax.grad(lambda v: q.apply(v, z, train=True)[1].loss)(variables)
+    expected = 2 * (codebook[nearest] - flat).sum(0) / flat.size
+    np.testing.assert_allclose(np.asarray(grad["params"]["codebook_bias"]), expected, rtol=1e-4,
+                               atol=1e-6)
+    q_linear, variables_linear, _ = _setup(codebook_dim=4, codebook_bias=False)
+    assert set(variables_linear["params"]) == {"codebook_map"}
+    with pytest.raises(ValueError, match="codebook_bias"):
+        quantizers.build("simvq", codebook_size=4, codebook_bias=1)
+
+
 @pytest.mark.parametrize("rotation_trick", [False, True])
 def test_gradients_reach_the_map_not_the_basis(rotation_trick):
     q, variables, z = _setup(rotation_trick=rotation_trick)

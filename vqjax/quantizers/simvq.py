@@ -2,11 +2,13 @@
 Linear Layer").
 
 The codebook is a frozen random basis C [codebook_size, codebook_dim] times a learned linear map
-W [codebook_dim, dim]: codes = C W. Gradients reach only W, so every step moves the whole codebook
+W [codebook_dim, dim] plus a learned bias b [dim]: codes = C W + b (SimVQ's reference code,
+youngsheen/SimVQ `taming/modules/vqvae/quantize.py`, maps the basis with `nn.Linear(e_dim, e_dim)`,
+which has a bias; `codebook_bias=False` drops it). Gradients reach only W, so every step moves the whole codebook
 (a rotation/scaling of the latent space) instead of the few codes that were selected, which keeps
 all codes in use. Nearest-neighbour search is chunked (`distances.nearest_code`).
 
-Variables: params {"codebook_map": W}; state {"basis": C (frozen, never receives gradients),
+Variables: params {"codebook_map": W, "codebook_bias": b (only with codebook_bias=True)}; state {"basis": C (frozen, never receives gradients),
 "code_usage": EMA of per-code assignment counts, "usage_steps": number of EMA updates}.
 
 Loss (VQ-VAE form, SimVQ's beta = 0.25):
@@ -41,7 +43,8 @@ def _positive_int(value) -> bool:
 @dataclasses.dataclass(frozen=True)
 class SimVQ(Quantizer):
     """Options: `codebook_size` (required); `dim` (checked against z; None: taken from z at init);
-    `codebook_dim` (width of the frozen basis; None: dim); `commitment_weight` (0.25);
+    `codebook_dim` (width of the frozen basis; None: dim); `codebook_bias` (True: the map is affine,
+    C W + b, as the reference's nn.Linear; b starts at 0); `commitment_weight` (0.25);
     `rotation_trick` (False: straight-through; True: `estimators.rotation_trick`); `chunk_size`
     (codes per nearest-neighbour chunk; None: `distances.DEFAULT_CHUNK_SIZE`); `usage_decay` (0.99,
     of the per-code usage EMA); `dead_code_threshold` (0.01: codes whose bias-corrected EMA count
@@ -50,6 +53,7 @@ class SimVQ(Quantizer):
     codebook_size: int | None = None
     dim: int | None = None
     codebook_dim: int | None = None
+    codebook_bias: bool = True
     commitment_weight: float = 0.25
     rotation_trick: bool = False
     chunk_size: int | None = None
@@ -70,6 +74,10 @@ class SimVQ(Quantizer):
         w = self.commitment_weight
         if not (isinstance(w, (int, float, np.number)) and math.isfinite(w) and w >= 0):
             raise ValueError(f"simvq: commitment_weight must be a finite number >= 0, got {w!r}")
+        if not isinstance(self.codebook_bias, (bool, np.bool_)):
+            raise ValueError(
+                f"simvq: codebook_bias must be True or False, got {self.codebook_bias!r}"
+            )
         if not isinstance(self.rotation_trick, (bool, np.bool_)):
             raise ValueError(
                 f"simvq: rotation_trick must be True or False, got {self.rotation_trick!r}"
@@ -92,6 +100,8 @@ class SimVQ(Quantizer):
         basis = jax.random.normal(basis_rng, basis_shape, jnp.float32) * scale  # [K, codebook_dim]
         codebook_map = jax.random.normal(map_rng, (codebook_dim, dim), jnp.float32) * scale
         params = {"codebook_map": codebook_map}
+        if self.codebook_bias:
+            params["codebook_bias"] = jnp.zeros((dim,), jnp.float32)
         state = {
             "basis": basis,
             "code_usage": jnp.zeros((self.codebook_size,), jnp.float32),
@@ -100,10 +110,14 @@ class SimVQ(Quantizer):
         return params, state
 
     def codebook(self, variables) -> jax.Array:
-        """The effective codebook C W: float32 [codebook_size, dim] (differentiable in W only)."""
+        """The effective codebook C W (+ b): float32 [codebook_size, dim] (differentiable in W and b
+        only)."""
         basis = sg(variables["state"]["basis"]).astype(jnp.float32)
         codebook_map = variables["params"]["codebook_map"].astype(jnp.float32)
-        return jnp.dot(basis, codebook_map, precision=HIGHEST)
+        codebook = jnp.dot(basis, codebook_map, precision=HIGHEST)
+        if "codebook_bias" in variables["params"]:
+            codebook = codebook + variables["params"]["codebook_bias"].astype(jnp.float32)
+        return codebook
 
     def dead_codes(self, state) -> jax.Array:
         """Codes whose bias-corrected EMA usage is below `dead_code_threshold` (all, untrained)."""
