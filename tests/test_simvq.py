@@ -1,5 +1,7 @@
 """SimVQ: frozen random basis times a learned map; nearest-code search, gradients, usage EMA."""
 
+from pathlib import Path
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -55,7 +57,7 @@ def test_nearest_code_and_decode(rotation_trick):
 
 def test_affine_map_bias_as_the_reference_linear_layer():
     # SimVQ's reference maps the basis with nn.Linear (a bias): codes = C W + b. b starts at 0.
-    q, variables, z = _setup(codebook_dim=4)
+    q, variables, z = _setup(codebook_dim=4, codebook_bias=True)
     np.testing.assert_array_equal(np.asarray(variables["params"]["codebook_bias"]), np.zeros(6))
     bias = np.random.default_rng(3).normal(size=6).astype(np.float32)
     variables = {**variables, "params": {**variables["params"], "codebook_bias": jnp.asarray(bias)}}
@@ -209,3 +211,15 @@ def test_dim_taken_from_latents():
 def test_bad_options(options, option):
     with pytest.raises(ValueError, match=option):
         quantizers.build("simvq", **options)
+
+
+def test_bias_is_opt_in_for_old_runs():
+    """Runs saved before codebook_bias existed have no such field in their config: the class
+    default builds their parameter tree (no bias); the config presets ask for the bias."""
+    from vqjax.train.config import load_config, quantizer_options
+
+    _, variables, _ = _setup()
+    assert set(variables["params"]) == {"codebook_map"}
+    config = load_config(str(Path(__file__).resolve().parent.parent / "configs" / "vitvqgan.py") + ":tiny")
+    config.quantizer.name = "simvq"
+    assert quantizer_options(config.quantizer)[1]["codebook_bias"] is True

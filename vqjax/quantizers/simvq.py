@@ -44,7 +44,9 @@ def _positive_int(value) -> bool:
 class SimVQ(Quantizer):
     """Options: `codebook_size` (required); `dim` (checked against z; None: taken from z at init);
     `codebook_dim` (width of the frozen basis; None: dim); `codebook_bias` (True: the map is affine,
-    C W + b, as the reference's nn.Linear; b starts at 0); `commitment_weight` (0.25);
+    C W + b, as the reference's nn.Linear, b starting at 0; the config presets set True. The class
+    default False is the linear map of runs saved before the option existed, whose saved configs
+    lack it, so they restore unchanged); `commitment_weight` (0.25);
     `rotation_trick` (False: straight-through; True: `estimators.rotation_trick`); `chunk_size`
     (codes per nearest-neighbour chunk; None: `distances.DEFAULT_CHUNK_SIZE`); `usage_decay` (0.99,
     of the per-code usage EMA); `dead_code_threshold` (0.01: codes whose bias-corrected EMA count
@@ -53,7 +55,7 @@ class SimVQ(Quantizer):
     codebook_size: int | None = None
     dim: int | None = None
     codebook_dim: int | None = None
-    codebook_bias: bool = True
+    codebook_bias: bool = False
     commitment_weight: float = 0.25
     rotation_trick: bool = False
     chunk_size: int | None = None
