@@ -43,7 +43,8 @@ commitment 0.25; perceptual 0.1, adversarial 0.1 non-saturating, R1 cost 10 (gam
 gamma/2 convention), StyleGAN discriminator; Adam lr 1e-4 with betas (0, 0.99), batch 256.
 
 `tiny` (CPU-sized, 32 px, 128 codes, 200 steps) turns on the codebook remedies (k-means init, EMA
-decay 0.8, dead-code restart below 1 per batch, parameter EMA 0.9): 95% eval usage, 21.3 dB.
+decay 0.8, dead-code restart below 0.75 uses per batch, parameter EMA 0.9): 96.9% eval usage,
+21.6 dB.
 
 `maskgit_released` is the network of MaskGIT's released ImageNet tokenizers (256 and 512 px), what
 `python -m launch.convert --from=maskgit` writes (see docs/pretrained.md), so a converted
@@ -104,8 +105,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.loss.r1_gamma = 0.0
         # Codebook remedies for the CPU-sized run (see configs/vitvqgan.py and docs/quantizers.md):
         # k-means init on the first batch, a short EMA (0.8) and restarts of codes used less than
-        # once per batch; without them the EMA codebook collapses within the first steps.
-        c.quantizer.vq.update(dict(kmeans_init=True, decay=0.8, threshold_ema_dead_code=1.0))
+        # 0.75 times per batch; without them the EMA codebook collapses within the first steps.
+        # Threshold 1 gave 89.8% / 94.5% eval usage (seeds 0 / 1) after the discriminator's
+        # blur-pool became strided slices (same values to 2.4e-7, a different trajectory), 0.75
+        # gives 96.9% at both seeds and 21.6 dB (8 CPU devices, as the tests run it).
+        c.quantizer.vq.update(dict(kmeans_init=True, decay=0.8, threshold_ema_dead_code=0.75))
         # Evaluation pairs the EMA params with the EMA of the quantizer state: over 200 steps a
         # long EMA (0.999, capped by its warm-up) lags the moving codebook (eval usage 89.8%
         # measured); a short one (~10 steps) stays consistent, as in configs/vitvqgan.py:tiny.
