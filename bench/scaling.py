@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 
 from bench import common, train_step
 
@@ -52,7 +53,8 @@ def bench_devices(num_devices: int, per_device_batch: int, repeats: int) -> Row:
 
     case = train_step.Case(SIZE, RESOLUTION, per_device_batch * num_devices, "float32")
     _, compiled, state, batch = train_step.compile_step(case, jax.devices()[:num_devices])
-    step_s, state, _ = train_step.time_steps(compiled, state, batch, repeats)
+    [times], state, _ = train_step.time_steps(compiled, state, batch, repeats)
+    step_s = statistics.median(times)
     jax.block_until_ready(state)
     return Row(num_devices, per_device_batch, step_s,
                perf.compiled_flops_per_device(compiled) * num_devices)

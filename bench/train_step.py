@@ -91,20 +91,6 @@ def make_config(case: Case):
     return config
 
 
-def matmul_call(device, dtype_name: str):
-    """(call, FLOPs): a no-argument [n, n] x [n, n] matmul in the case's compute dtype on `device`
-    (n = 2048 on CPU, 8192 on accelerators), compiled. Timed in turn with the step, so that on a
-    shared machine the peak and the step see the same load; the peak is its median rate."""
-    import jax
-    import jax.numpy as jnp
-
-    n = 2048 if device.platform == "cpu" else 8192
-    x = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), getattr(jnp, dtype_name)),
-                       device)
-    matmul = jax.jit(lambda a: a @ a).lower(x).compile()
-    return (lambda: matmul(x)), 2 * n**3
-
-
 # The last compiled step, (case, device ids) -> (trainer, compiled step, state shardings): one
 # entry only, since a compiled B step holds gigabytes of host memory.
 _COMPILED: dict = {}
@@ -168,21 +154,25 @@ def generator_only(trainer, state, batch):
 
 
 def time_steps(compiled, state, batch, repeats: int, warmup: int = 1,
-               slow_step_s: float = 20.0) -> tuple[float, object, int]:
-    """Median seconds per step over `repeats` steps after `warmup` steps (only 1 timed step when
-    a warm-up step took over `slow_step_s`); the final state and the number of timed steps."""
+               slow_step_s: float = 20.0, others=()) -> tuple[list, object, int]:
+    """Seconds of each of `repeats` steps after `warmup` steps (only 1 timed step when a warm-up
+    step took over `slow_step_s`), with each of `others` (functions of the current state) timed
+    in turn after every step (`common.time_calls`: same load); the final state and the number of
+    timed steps. The first list is the steps', one list per `others` follows."""
     latest = {"state": state}
 
     def step():
         latest["state"], metrics = compiled(latest["state"], batch)
         return latest["state"], metrics
 
-    seconds, steps_timed = common.median_seconds(step, repeats, warmup, slow_step_s)
-    return seconds, latest["state"], steps_timed
+    calls = [step] + [lambda other=other: other(latest["state"]) for other in others]
+    times = common.time_calls(calls, repeats, warmup, slow_step_s)
+    return times, latest["state"], len(times[0])
 
 
 def bench_case(case: Case, repeats: int, generator: bool = True) -> Row:
     import jax
+    import jax.numpy as jnp
 
     from vqjax.train import perf
 
@@ -191,27 +181,20 @@ def bench_case(case: Case, repeats: int, generator: bool = True) -> Row:
     compiled_before = key in _COMPILED
     trainer, compiled, state, batch = compile_step(case, [device])
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    latest = {"state": state}
-
-    def step():
-        latest["state"], metrics = compiled(latest["state"], batch)
-        return latest["state"], metrics
-
-    peak_call, peak_flops = matmul_call(device, case.compute_dtype)
-    calls = [step, peak_call]
+    peak_call, peak_flops = perf.matmul_benchmark(device, getattr(jnp, case.compute_dtype))
+    others = [lambda _: peak_call()]
     if generator:
         generator_grad = generator_only(trainer, state, batch)
-        calls.append(lambda: generator_grad(latest["state"].params,
-                                            latest["state"].quantizer_state, batch["image"]))
-    times = common.time_calls(calls, repeats, warmup=1, slow_s=20.0)
-    jax.block_until_ready(latest["state"])
+        others.append(lambda s: generator_grad(s.params, s.quantizer_state, batch["image"]))
+    times, state, steps_timed = time_steps(compiled, state, batch, repeats, others=others)
+    jax.block_until_ready(state)
     return Row(
         case=case, step_s=statistics.median(times[0]),
         flops_per_step=perf.compiled_flops_per_device(compiled),  # one device
         peak_flops=peak_flops / statistics.median(times[1]),
         memory_bytes=common.memory_analysis_bytes(compiled),
         device_peak_bytes=common.device_peak_bytes(device),
-        num_params=num_params, steps_timed=len(times[0]),
+        num_params=num_params, steps_timed=steps_timed,
         compile_s=None if compiled_before else LAST_COMPILE_S[key],
         generator_s=statistics.median(times[2]) if generator else None,
         generator_flops=perf.compiled_flops_per_device(generator_grad) if generator else None)

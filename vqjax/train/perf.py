@@ -72,14 +72,22 @@ def measured_matmul_peak(device=None, dtype=jnp.float32, n: int | None = None,
     n defaults to 2048 on CPU and 8192 on accelerators (large enough to reach the matmul units'
     rate); `dtype` should be the model's compute dtype (float32 on CPU, bfloat16 on GPU/TPU).
     """
-    device = device or jax.devices()[0]
-    n = n or (2048 if device.platform == "cpu" else 8192)
-    x = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
-    matmul = jax.jit(lambda a: a @ a)
-    matmul(x).block_until_ready()
+    call, flops = matmul_benchmark(device, dtype, n)
+    call().block_until_ready()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        matmul(x).block_until_ready()
+        call().block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return flops / best
+
+
+def matmul_benchmark(device=None, dtype=jnp.float32, n: int | None = None):
+    """(call, FLOPs): a compiled no-argument [n, n] x [n, n] matmul on `device` (default: the
+    first); n defaults to 2048 on CPU and 8192 on accelerators. `measured_matmul_peak` times it;
+    benchmarks that time it in turn with their own work (same load) call it themselves."""
+    device = device or jax.devices()[0]
+    n = n or (2048 if device.platform == "cpu" else 8192)
+    x = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), dtype), device)
+    matmul = jax.jit(lambda a: a @ a).lower(x).compile()
+    return (lambda: matmul(x)), 2 * n**3
