@@ -251,6 +251,31 @@ def test_generator_loss_combines_and_reports_every_term():
     assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0
 
 
+def test_quantizer_weight_ramp_matches_bsq_vit_formula():
+    # bsq-vit (transcoder/losses/vqperceptual.py): rate = min(R, step) / R, weight = codebook_weight
+    # * (rate + multiplier * (1 - rate)); with 0.1, 3 and R = 2,000: 0.3 at step 0, 0.1 from 2,000.
+    config = losses.LossConfig(perceptual_weight=0.0, adversarial_weight=0.0, quantizer_weight=0.1,
+                               quantizer_rampup_steps=2000, quantizer_rampup_multiplier=3.0)
+    images, recon = _images(18), _images(19)
+    fn = jax.jit(lambda step: losses.generator_loss(
+        config, images=images, reconstructions=recon, quantizer_loss=0.7, step=step))
+    for step in (0, 1, 500, 1999, 2000, 7000):
+        rate = min(2000, step) / 2000
+        weight = 0.1 * (rate + 3.0 * (1 - rate))
+        loss, metrics = fn(step)
+        np.testing.assert_allclose(metrics["quantizer_weight"], weight, rtol=1e-6, err_msg=step)
+        np.testing.assert_allclose(loss, np.mean((recon - images) ** 2) + weight * 0.7, rtol=1e-5)
+    # No ramp by default: the constant weight, and no extra metric.
+    plain = losses.LossConfig(perceptual_weight=0.0, adversarial_weight=0.0)
+    _, metrics = losses.generator_loss(plain, images=images, reconstructions=recon,
+                                       quantizer_loss=0.7)
+    assert "quantizer_weight" not in metrics
+    with pytest.raises(ValueError, match="quantizer_rampup_multiplier"):
+        losses.LossConfig(quantizer_rampup_multiplier=-1.0)
+    with pytest.raises(ValueError, match="quantizer_rampup_steps"):
+        losses.LossConfig(quantizer_rampup_steps=-5)
+
+
 def test_generator_loss_adaptive_weight_and_missing_inputs():
     images, recon = _images(16), _images(17)
     config = losses.LossConfig(perceptual_weight=0.0, adaptive_weight=True)

@@ -44,6 +44,7 @@ from vqjax.losses.total import (
     discriminator_loss,
     generator_loss,
     loss_config,
+    quantizer_weight,
 )
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "map_pixels",
     "non_saturating_discriminator_loss",
     "non_saturating_generator_loss",
+    "quantizer_weight",
     "r1_penalty",
     "r1_penalty_from_gradients",
     "split_logit_laplace",

@@ -9,7 +9,8 @@
         config, discriminator_fn=disc, real_images=x, fake_images=x_rec, step=step)
 
 Generator:  l2 * L2 + l1 * L1 + logit_laplace * NLL + perceptual * LPIPS          ("reconstruction")
-            + adopt(step) * adversarial * [adaptive] * G_gan + quantizer * quantizer_loss
+            + adopt(step) * adversarial * [adaptive] * G_gan
+            + quantizer * [ramp(step)] * quantizer_loss
 Discriminator: adopt(step) * (D_gan + R1(gamma) + lecam * LeCam)
 
 `metrics` reports every raw (unweighted) term, the effective adversarial weight and the totals.
@@ -54,6 +55,12 @@ class LossConfig:
     adaptive_weight: bool = False  # taming's grad-norm ratio (pass `adaptive_weight=` at call)
     disc_start_step: int = 0  # GAN terms (G and D) are off before this step
     quantizer_weight: float = 1.0
+    # bsq-vit's codebook ramp (`transcoder/losses/vqperceptual.py`): the quantizer loss's weight is
+    # quantizer_weight * (r + multiplier * (1 - r)), r = min(step, rampup_steps) / rampup_steps,
+    # i.e. `multiplier` times the weight at step 0, falling linearly to the weight itself at
+    # `rampup_steps` (bsq-vit: 3 and 2,000). 0 steps: no ramp.
+    quantizer_rampup_steps: int = 0
+    quantizer_rampup_multiplier: float = 1.0
     r1_gamma: float = 0.0  # gamma / 2 * E||grad_x D(x)||^2 on real images
     lecam_weight: float = 0.0
     lecam_decay: float = 0.99
@@ -66,7 +73,8 @@ class LossConfig:
             )
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name.endswith(("_weight", "_gamma")) and not isinstance(value, bool):
+            numeric = not isinstance(value, bool)
+            if numeric and field.name.endswith(("_weight", "_gamma", "_multiplier", "_steps")):
                 if value < 0:
                     raise ValueError(f"LossConfig: {field.name} must be >= 0, got {value}")
 
@@ -111,6 +119,18 @@ def loss_config(name: str, **overrides) -> LossConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown loss preset {name!r}; available: {', '.join(sorted(PRESETS))}")
     return PRESETS[name](**overrides)
+
+
+def quantizer_weight(config: LossConfig, step: Array | int = 0) -> Array:
+    """The quantizer loss's weight at `step`: `quantizer_weight`, times bsq-vit's ramp
+    `r + quantizer_rampup_multiplier * (1 - r)`, r = min(step, quantizer_rampup_steps) /
+    quantizer_rampup_steps, when `quantizer_rampup_steps` > 0."""
+    weight = jnp.float32(config.quantizer_weight)
+    if config.quantizer_rampup_steps <= 0:
+        return weight
+    r = jnp.minimum(jnp.asarray(step, jnp.float32), config.quantizer_rampup_steps)
+    r = r / config.quantizer_rampup_steps
+    return weight * (r + config.quantizer_rampup_multiplier * (1.0 - r))
 
 
 def _require(value, what: str, weight_name: str, weight: float):
@@ -183,7 +203,10 @@ def generator_loss(
         loss = loss + weight * metrics["generator_gan"]
 
     metrics["quantizer"] = jnp.asarray(quantizer_loss, jnp.float32)
-    loss = loss + config.quantizer_weight * metrics["quantizer"]
+    weight = quantizer_weight(config, step)
+    if config.quantizer_rampup_steps > 0:
+        metrics["quantizer_weight"] = weight
+    loss = loss + weight * metrics["quantizer"]
     metrics["loss"] = loss
     return loss, metrics
 
