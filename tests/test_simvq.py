@@ -220,6 +220,7 @@ def test_bias_is_opt_in_for_old_runs():
 
     _, variables, _ = _setup()
     assert set(variables["params"]) == {"codebook_map"}
-    config = load_config(str(Path(__file__).resolve().parent.parent / "configs" / "vitvqgan.py") + ":tiny")
+    preset = Path(__file__).resolve().parent.parent / "configs" / "vitvqgan.py"
+    config = load_config(f"{preset}:tiny")
     config.quantizer.name = "simvq"
     assert quantizer_options(config.quantizer)[1]["codebook_bias"] is True

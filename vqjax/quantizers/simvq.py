@@ -4,12 +4,14 @@ Linear Layer").
 The codebook is a frozen random basis C [codebook_size, codebook_dim] times a learned linear map
 W [codebook_dim, dim] plus a learned bias b [dim]: codes = C W + b (SimVQ's reference code,
 youngsheen/SimVQ `taming/modules/vqvae/quantize.py`, maps the basis with `nn.Linear(e_dim, e_dim)`,
-which has a bias; `codebook_bias=False` drops it). Gradients reach only W, so every step moves the whole codebook
-(a rotation/scaling of the latent space) instead of the few codes that were selected, which keeps
-all codes in use. Nearest-neighbour search is chunked (`distances.nearest_code`).
+which has a bias; `codebook_bias=False` drops it). Gradients reach only W and b, so every step
+moves the whole codebook (an affine map of the latent space) instead of the few codes that were
+selected, which keeps all codes in use. Nearest-neighbour search is chunked
+(`distances.nearest_code`).
 
-Variables: params {"codebook_map": W, "codebook_bias": b (only with codebook_bias=True)}; state {"basis": C (frozen, never receives gradients),
-"code_usage": EMA of per-code assignment counts, "usage_steps": number of EMA updates}.
+Variables: params {"codebook_map": W, "codebook_bias": b (only with codebook_bias=True)};
+state {"basis": C (frozen, never receives gradients), "code_usage": EMA of per-code assignment
+counts, "usage_steps": number of EMA updates}.
 
 Loss (VQ-VAE form, SimVQ's beta = 0.25):
 mean((sg(z) - q)^2) + commitment_weight * mean((z - sg(q))^2), means over all elements. (SimVQ's
